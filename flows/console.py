@@ -1,0 +1,50 @@
+"""Console output for the CLI: quiet tracebacks for user errors, and the closing summary."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterable
+from typing import Any
+
+from tasks.errors import PipelineError
+
+USER_ERRORS: tuple[type[BaseException], ...] = (PipelineError,)
+
+
+class _HideUserErrorTracebacks(logging.Filter):
+    """Drop the traceback from Prefect's log records when the error is the user's input."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], USER_ERRORS):
+            record.msg = record.getMessage().splitlines()[0]
+            record.args = ()
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def quiet_user_error_tracebacks() -> None:
+    """Install the filter on every handler of Prefect's loggers."""
+    flt = _HideUserErrorTracebacks()
+    for name in ("prefect", ""):
+        for handler in logging.getLogger(name).handlers:
+            handler.addFilter(flt)
+
+
+def print_steps(steps: Iterable[dict[str, Any]]) -> None:
+    """Print the closing summary: one line per step with its final state and seconds."""
+    steps = list(steps)
+    width = max((len(s["step"]) for s in steps), default=4)
+    out("")
+    out(f"{'step':<{width}}  {'state':<9}  seconds")
+    for s in steps:
+        out(f"{s['step']:<{width}}  {s['state']:<9}  {s['seconds']:7.2f}")
+
+
+def out(line: str) -> None:
+    sys.stdout.write(line + "\n")
+
+
+def err(line: str) -> None:
+    sys.stderr.write(line + "\n")

@@ -1,0 +1,62 @@
+"""The ``mnist-ingest`` flow: mirror ─► verified raw .gz files ─► train/test Parquet."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+from prefect.futures import PrefectFuture
+
+from flows.steps import report, submit_cached
+from tasks import ingest
+from tasks.settings import Settings
+
+SPLITS = {"train": "train", "test": "t10k"}
+
+
+def submit_ingestion(settings: Settings, force: bool = False) -> dict[str, PrefectFuture]:
+    """Submit the download and convert steps; return their futures by step name."""
+    download = ingest.download.with_options(
+        retries=len(settings.retry_delays), retry_delay_seconds=list(settings.retry_delays)
+    )
+    futures: dict[str, PrefectFuture] = {}
+    for name, digest in settings.checksums.items():
+        futures[f"download {name}"] = submit_cached(
+            download,
+            settings,
+            [settings.raw_dir / f"{name}.gz"],
+            force,
+            step=f"download {name}",
+            name=name,
+            sha256=digest,
+            mirrors=settings.mirrors,
+            raw_dir=settings.raw_dir,
+        )
+    for split, prefix in SPLITS.items():
+        images, labels = f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte"
+        dest = settings.data_dir / f"{split}.parquet"
+        futures[f"convert {split}"] = submit_cached(
+            ingest.convert,
+            settings,
+            [dest],
+            force,
+            step=f"convert {split}",
+            images_gz=futures[f"download {images}"],
+            labels_gz=futures[f"download {labels}"],
+            dest=dest,
+            checksums={images: settings.checksums[images], labels: settings.checksums[labels]},
+        )
+    return futures
+
+
+@flow(name="mnist-ingest", log_prints=False)
+def ingest_flow(
+    mirror: str | None = None, artifacts: str | None = None, force: bool = False
+) -> dict[str, Any]:
+    """Download MNIST, verify it, and normalize it to Parquet under the artifacts root."""
+    settings = Settings.from_env(artifacts=artifacts, mirror=mirror)
+    futures = submit_ingestion(settings, force)
+    steps = report(futures)
+    # Downloads come first, so a failure surfaces as its root cause, not an upstream error.
+    results = {step: future.result() for step, future in futures.items()}
+    return {"steps": steps, "train": results["convert train"], "test": results["convert test"]}

@@ -1,0 +1,47 @@
+"""Shared flow plumbing: submit a cached task, and report each step's final state."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from prefect import Task
+from prefect.futures import PrefectFuture, wait
+
+from tasks.caching import cache_options
+from tasks.settings import Settings
+
+# Seconds each task run took, recorded by a state hook in this process. Hooks also fire
+# for Cached runs, so a cache hit reports the few milliseconds it really took.
+_RUN_SECONDS: dict[UUID, float] = {}
+
+
+def _record_seconds(task: Task, task_run: Any, state: Any) -> None:
+    if task_run.total_run_time is not None:
+        _RUN_SECONDS[task_run.id] = task_run.total_run_time.total_seconds()
+
+
+def submit_cached(
+    task: Task, settings: Settings, outputs: list, force: bool, step: str, **kwargs: Any
+) -> PrefectFuture:
+    """Submit ``task`` with content caching under the artifacts root, as run step ``step``."""
+    options = cache_options(settings.results_dir, outputs, force)
+    return task.with_options(
+        task_run_name=step,
+        on_completion=[_record_seconds],
+        on_failure=[_record_seconds],
+        **options,
+    ).submit(**kwargs)
+
+
+def report(futures: dict[str, PrefectFuture]) -> list[dict[str, Any]]:
+    """One record per step: its name, final state (Completed, Cached, Failed) and seconds."""
+    wait(list(futures.values()))
+    return [
+        {
+            "step": step,
+            "state": future.state.name,
+            "seconds": round(_RUN_SECONDS.get(future.task_run_id, 0.0), 3),
+        }
+        for step, future in futures.items()
+    ]

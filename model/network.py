@@ -1,0 +1,210 @@
+"""The network: parameters, initialization, forward and backward passes, and parameter checks.
+
+Shapes follow the notebook for the weights, ``W : (n_out, n_in)`` and ``b : (n_out,)``, but
+samples are rows: ``X : (n_samples, n_in)`` and ``Z = X @ W.T + b``, which is the
+notebook's ``Z = W·X + b`` transposed. Rows keep each sample's 784 pixels contiguous, which
+is what makes mini-batch gathers and BLAS calls fast.
+
+The public ``forward``/``backward`` allocate their outputs. They run on the same in-place
+kernels (``_forward_into``/``_backward_into``) that the trainer calls with preallocated
+buffers, so the gradient check in the tests covers the code that trains. Everything works
+in the parameters' dtype: float32 for training, float64 for the gradient check.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from model.config import ModelConfig
+
+# One (W, b) pair per layer, input to output: W (n_out, n_in), b (n_out,).
+Params = list[tuple[np.ndarray, np.ndarray]]
+Grads = list[tuple[np.ndarray, np.ndarray]]
+
+
+def init_params(config: ModelConfig, rng: np.random.Generator | None = None) -> Params:
+    """Draw float32 parameters for ``config`` from ``rng`` (default: ``default_rng(config.seed)``).
+
+    "he": W ~ N(0, 2 / n_in), which keeps the variance of ReLU activations steady from
+    layer to layer; b = 0. "uniform": W and b ~ U(-0.5, 0.5), the notebook's init.
+    """
+    if rng is None:
+        rng = np.random.default_rng(config.seed)
+    sizes = config.layer_sizes
+    params: Params = []
+    for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True):
+        if config.init == "he":
+            W = rng.standard_normal((n_out, n_in), dtype=np.float32)
+            W *= np.float32(np.sqrt(2.0 / n_in))
+            b = np.zeros(n_out, dtype=np.float32)
+        else:
+            W = rng.random((n_out, n_in), dtype=np.float32) - np.float32(0.5)
+            b = rng.random(n_out, dtype=np.float32) - np.float32(0.5)
+        params.append((W, b))
+    return params
+
+
+def relu(Z: np.ndarray) -> np.ndarray:
+    """Elementwise max(Z, 0)."""
+    return np.maximum(Z, 0)
+
+
+def softmax(Z: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of ``Z : (n_samples, n_classes)``, stable for any finite logits."""
+    P = np.array(Z, copy=True)
+    _softmax_inplace(P, np.empty((P.shape[0], 1), dtype=P.dtype))
+    return P
+
+
+def forward(params: Params, X: np.ndarray) -> list[np.ndarray]:
+    """Activations ``[X, A_1, ..., A_L]``: ReLU for hidden layers, ``A_L`` = softmax probabilities.
+
+    ``X : ndarray of shape (n_samples, n_inputs)``; ``A_i`` has shape (n_samples, n_i).
+    ReLU'(Z) is 1 where Z > 0, which is exactly where A > 0, so backward needs no Z.
+    """
+    dtype = params[0][0].dtype
+    m = X.shape[0]
+    acts = [np.empty((m, W.shape[0]), dtype=dtype) for W, _ in params]
+    _forward_into(params, X, acts, np.empty((m, 1), dtype=dtype))
+    return [X, *acts]
+
+
+def backward(params: Params, activations: Sequence[np.ndarray], y: np.ndarray) -> Grads:
+    """Mean cross-entropy gradients ``[(dW_1, db_1), ...]`` for ``forward``'s activations.
+
+    ``y : ndarray of shape (n_samples,)`` holds integer labels. The bias gradient has one
+    entry per unit (the notebook summed it to a scalar).
+    """
+    X, *acts = activations
+    dtype = params[0][0].dtype
+    m = X.shape[0]
+    probs = acts[-1]
+    # Softmax followed by cross-entropy has dLoss/dZ_L = probs - onehot(y): the softmax
+    # Jacobian times -onehot/probs collapses to this, so no division by tiny probs.
+    delta = probs - _one_hot(y, probs.shape[1], dtype)
+    delta /= dtype.type(m)
+    grads = [(np.empty_like(W), np.empty_like(b)) for W, b in params]
+    bufs = [np.empty_like(A) for A in acts[:-1]]
+    masks = [np.empty_like(A) for A in acts[:-1]]
+    _backward_into(params, X, acts, delta, grads, bufs, masks)
+    return grads
+
+
+def update(params: Params, grads: Grads, learning_rate: float) -> Params:
+    """One gradient-descent step, ``W := W - alpha * dW`` (new arrays; inputs untouched)."""
+    lr = params[0][0].dtype.type(learning_rate)
+    return [(W - lr * dW, b - lr * db) for (W, b), (dW, db) in zip(params, grads, strict=True)]
+
+
+def check_params(params: Params, config: ModelConfig) -> None:
+    """Raise ValueError unless ``params`` has the layers, shapes and dtype ``config`` implies.
+
+    Used when loading a saved model, so a model never scores with weights that do not
+    belong to its config (wrong input size, class count, widths, dtype or NaN weights).
+    """
+    sizes = config.layer_sizes
+    n_layers = len(sizes) - 1
+    if not isinstance(params, (list, tuple)) or len(params) != n_layers:
+        got = len(params) if isinstance(params, (list, tuple)) else type(params).__name__
+        raise ValueError(
+            f"params has {got} layers, expected {n_layers} for layer sizes {sizes}"
+        )
+    for i, layer in enumerate(params):
+        if not isinstance(layer, (list, tuple)) or len(layer) != 2:
+            raise ValueError(f"layer {i}: expected a (W, b) pair, got {type(layer).__name__}")
+        n_in, n_out = sizes[i], sizes[i + 1]
+        for name, arr, shape in (("W", layer[0], (n_out, n_in)), ("b", layer[1], (n_out,))):
+            if not isinstance(arr, np.ndarray):
+                raise ValueError(f"layer {i}: {name} is {type(arr).__name__}, not a numpy array")
+            if arr.shape != shape:
+                raise ValueError(
+                    f"layer {i}: {name} has shape {arr.shape}, expected {shape} "
+                    f"for layer sizes {sizes}"
+                )
+            if arr.dtype != np.float32:
+                raise ValueError(f"layer {i}: {name} has dtype {arr.dtype}, expected float32")
+            if not np.isfinite(arr).all():
+                raise ValueError(f"layer {i}: {name} contains NaN or infinite values")
+
+
+def layer_sizes_of(params: Params) -> tuple[int, ...]:
+    """Widths from input to output implied by ``params``, checking that layers chain up."""
+    if not params:
+        raise ValueError("params is empty")
+    sizes = [params[0][0].shape[1]]
+    for i, (W, b) in enumerate(params):
+        if W.ndim != 2 or W.shape[1] != sizes[-1] or b.shape != (W.shape[0],):
+            raise ValueError(
+                f"layer {i}: W {W.shape} and b {b.shape} do not follow a layer of width "
+                f"{sizes[-1]}"
+            )
+        sizes.append(W.shape[0])
+    return tuple(sizes)
+
+
+def _one_hot(y: np.ndarray, n_classes: int, dtype: np.dtype) -> np.ndarray:
+    Y = np.zeros((y.shape[0], n_classes), dtype=dtype)
+    Y[np.arange(y.shape[0]), y] = 1
+    return Y
+
+
+def _softmax_inplace(Z: np.ndarray, row: np.ndarray) -> None:
+    """Overwrite ``Z : (m, k)`` with softmax(Z) row-wise, using ``row : (m, 1)`` as scratch.
+
+    Subtracting the row max first means exp never overflows and the largest term is
+    exactly 1, so the row sum is in [1, k]. (ufunc.reduce skips np.max/np.sum's Python
+    wrappers, which matters for 64-row batches.)
+    """
+    np.maximum.reduce(Z, axis=1, keepdims=True, out=row)
+    Z -= row
+    np.exp(Z, out=Z)
+    np.add.reduce(Z, axis=1, keepdims=True, out=row)
+    Z /= row
+
+
+def _forward_into(
+    params: Params, X: np.ndarray, acts: Sequence[np.ndarray], row: np.ndarray
+) -> None:
+    """Forward pass into preallocated ``acts[i] : (m, n_{i+1})``; ``row : (m, 1)`` scratch."""
+    A = X
+    last = len(params) - 1
+    for i, (W, b) in enumerate(params):
+        Z = acts[i]
+        np.matmul(A, W.T, out=Z)
+        Z += b
+        if i < last:
+            np.maximum(Z, 0, out=Z)
+        A = Z
+    _softmax_inplace(A, row)
+
+
+def _backward_into(
+    params: Params,
+    X: np.ndarray,
+    acts: Sequence[np.ndarray],
+    delta: np.ndarray,
+    grads: Grads,
+    bufs: Sequence[np.ndarray],
+    masks: Sequence[np.ndarray],
+) -> None:
+    """Backward pass from ``delta = dLoss/dZ_L : (m, n_classes)`` into ``grads``.
+
+    Notebook notation for layer 2 of 2: dW2 = dZ2ᵀ·A1, db2 = Σ_rows dZ2,
+    dZ1 = (dZ2·W2) ∘ ReLU'(Z1), then dW1 = dZ1ᵀ·X. Any 1/m (and, in training, the
+    learning rate) is folded into ``delta`` by the caller. ``bufs``/``masks`` match
+    ``acts[:-1]``; ``bufs`` are overwritten.
+    """
+    for i in range(len(params) - 1, -1, -1):
+        A_prev = acts[i - 1] if i > 0 else X
+        gW, gb = grads[i]
+        np.matmul(delta.T, A_prev, out=gW)
+        np.add.reduce(delta, axis=0, out=gb)
+        if i > 0:
+            dA = bufs[i - 1]
+            np.matmul(delta, params[i][0], out=dA)
+            # sign(A) is 1 where the ReLU was active (A > 0) and 0 elsewhere.
+            np.sign(A_prev, out=masks[i - 1])
+            dA *= masks[i - 1]
+            delta = dA

@@ -1,0 +1,81 @@
+"""Input checks shared by fit and predict: each failure is an InputError with a one-line message."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class InputError(ValueError):
+    """Features or labels the model cannot use; the message names what is wrong."""
+
+
+def check_features(
+    X: np.ndarray, n_inputs: int, *, name: str = "X", require_float32: bool = False
+) -> None:
+    """Check the shape and dtype of ``X : ndarray of shape (n_samples, n_inputs)``.
+
+    Values are checked separately by ``check_feature_values`` so that predict can do it
+    chunk by chunk.
+    """
+    if not isinstance(X, np.ndarray):
+        raise InputError(f"{name} must be a numpy array, got {type(X).__name__}")
+    if X.ndim != 2:
+        raise InputError(
+            f"{name} must be 2-D (n_samples, {n_inputs}), got {X.ndim}-D shape {X.shape}"
+        )
+    if X.shape[1] != n_inputs:
+        raise InputError(f"{name} has {X.shape[1]} features per row, expected {n_inputs}")
+    if not np.issubdtype(X.dtype, np.floating):
+        raise InputError(
+            f"{name} has dtype {X.dtype}, expected float32 scaled to [0, 1] "
+            "(divide uint8 pixels by 255)"
+        )
+    if require_float32 and X.dtype != np.float32:
+        raise InputError(f"{name} has dtype {X.dtype}, expected float32")
+
+
+def check_feature_values(X: np.ndarray, *, name: str = "X", row_offset: int = 0) -> None:
+    """Raise InputError unless every value of ``X`` is finite and within [0, 1].
+
+    ``row_offset`` is added to row numbers in messages when ``X`` is a chunk.
+    """
+    if X.size == 0:
+        return
+    # min/max propagate NaN, so two reductions find NaN, inf and out-of-range values.
+    lo, hi = X.min(), X.max()
+    if lo >= 0.0 and hi <= 1.0:
+        return
+    bad_nonfinite = ~np.isfinite(X)
+    if bad_nonfinite.any():
+        row, col = np.argwhere(bad_nonfinite)[0]
+        raise InputError(
+            f"{name} contains NaN or infinite values "
+            f"(first at row {row + row_offset}, column {col}: {X[row, col]})"
+        )
+    row, col = np.argwhere((X < 0.0) | (X > 1.0))[0]
+    raise InputError(
+        f"{name} has values outside [0, 1] (min {lo:g}, max {hi:g}; first at row "
+        f"{row + row_offset}, column {col}: {X[row, col]:g}); scale pixels by 1/255"
+    )
+
+
+def check_labels(y: np.ndarray, n_samples: int, n_classes: int, *, name: str = "y") -> None:
+    """Check ``y : ndarray of shape (n_samples,)`` holds integer labels in [0, n_classes)."""
+    if not isinstance(y, np.ndarray):
+        raise InputError(f"{name} must be a numpy array, got {type(y).__name__}")
+    if y.ndim != 1:
+        raise InputError(f"{name} must be 1-D (n_samples,), got {y.ndim}-D shape {y.shape}")
+    if y.shape[0] != n_samples:
+        raise InputError(f"{name} has {y.shape[0]} labels but X has {n_samples} rows")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise InputError(f"{name} has dtype {y.dtype}, expected integer class labels")
+    if y.size == 0:
+        return
+    lo, hi = int(y.min()), int(y.max())
+    if lo < 0 or hi >= n_classes:
+        bad = lo if lo < 0 else hi
+        row = int(np.flatnonzero(y == bad)[0])
+        raise InputError(
+            f"{name} has label {bad} at row {row}, outside [0, {n_classes - 1}] "
+            f"for n_classes={n_classes}"
+        )

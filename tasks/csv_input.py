@@ -1,0 +1,576 @@
+"""Stream a pixel CSV (Kaggle "Digit Recognizer" style) in bounded chunks, with row validation.
+
+What is accepted:
+
+* Kaggle ``test.csv`` (header ``pixel0..pixel783``) and ``train.csv`` (``label`` + pixels);
+  with a header, pixel columns are matched by name in any order and other columns are
+  carried through verbatim as strings.
+* Headerless files with 784 fields (pixels) or 785 (label first), decided by line 1.
+* Plain or gzip-compressed (detected by magic bytes, not by the name).
+
+Rows and lines: every ``\\n``-terminated physical line after the header is one row, so a
+row's ImageId and line number always differ by the header's one line. ``\\r\\n`` endings are
+accepted; a final newline does not start a row, but a blank line anywhere else is a row
+rejected as ``empty row``. Quoted fields are understood within a line; a quoted field
+holding a newline is not supported and yields rejected rows (the line with the opening
+quote, then the continuation lines).
+
+Speed: each chunk is first scanned with vectorised NumPy byte arithmetic that accepts only
+canonical rows (the right number of comma-separated fields, each pixel 1-3 ASCII digits
+<= 255, label <= 9, no quotes or carriage returns). Only the rows it does not accept are
+re-parsed one by one with the ``csv`` module, which either accepts them (e.g. ``" 7"`` or a
+quoted ``"7"``) or rejects them with an exact reason. Clean files never touch Python-level
+per-row code, and dirty rows still get exact line numbers.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import re
+import threading
+import zlib
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+N_PIXELS = 784
+PIXEL_NAMES = tuple(f"pixel{j}" for j in range(N_PIXELS))
+LABEL_NAME = "label"
+# A Kaggle row is at most ~3.2 kB; anything this long is not a pixel CSV, and the cap keeps
+# memory bounded on binary or newline-free input.
+MAX_LINE_BYTES = 1 << 20
+
+_GZIP_MAGIC = b"\x1f\x8b"
+_OTHER_MAGIC = {
+    b"PK\x03\x04": "a zip archive",
+    b"BZh": "bzip2-compressed",
+    b"\xfd7zXZ": "xz-compressed",
+    b"\x28\xb5\x2f\xfd": "zstd-compressed",
+    b"PAR1": "a Parquet file",
+}
+# Names the output uses; a carried-through input column may not shadow them.
+OUTPUT_COLUMNS = ("ImageId", "Label", "Confidence", "TrueLabel")
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+_COMMA, _NEWLINE, _ZERO = 44, 10, 48
+
+
+class InputFileError(ValueError):
+    """A problem with the input file as a whole; the message is one line naming the file."""
+
+    def __init__(self, path: Path | str, what: str) -> None:
+        # Keep it one line whatever the cause's text held.
+        super().__init__(f"{path}: {' '.join(str(what).split())}")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How the columns of one file map to pixels, the label and carried-through columns."""
+
+    names: tuple[str, ...]  # column names in file order (synthetic when headerless)
+    has_header: bool
+    pixel_cols: tuple[int, ...]  # pixel_cols[j] = file column holding pixel j
+    label_col: int | None
+    extra_cols: tuple[int, ...]  # carried through, in file order
+
+    @property
+    def ncols(self) -> int:
+        return len(self.names)
+
+    @property
+    def extra_names(self) -> tuple[str, ...]:
+        return tuple(self.names[c] for c in self.extra_cols)
+
+    @property
+    def header_lines(self) -> int:
+        return 1 if self.has_header else 0
+
+    @cached_property
+    def numeric_cols(self) -> tuple[int, ...]:
+        """File columns holding pixels or the label, in file order."""
+        return tuple(c for c in range(self.ncols) if c not in set(self.extra_cols))
+
+    @cached_property
+    def limits(self) -> np.ndarray:
+        """uint16 (ncols,): the largest valid value per file column (no limit for extras)."""
+        limit = np.full(self.ncols, 255, np.uint16)
+        if self.label_col is not None:
+            limit[self.label_col] = 9
+        limit[list(self.extra_cols)] = np.iinfo(np.uint16).max
+        return limit
+
+
+@dataclass
+class ParsedChunk:
+    """One chunk of consecutive rows: the accepted rows' data and the rejected rows' reasons."""
+
+    first_row: int  # 0-based index of the chunk's first row among all data rows
+    n_rows: int
+    pixels: np.ndarray  # uint8, shape (n_ok, 784), accepted rows in input order
+    ok_rows: np.ndarray  # int64, shape (n_ok,): index within the chunk of each accepted row
+    labels: np.ndarray | None  # uint8, shape (n_ok,) when the file has labels
+    extras: list[list[str]]  # one list of n_ok strings per carried-through column
+    rejects: list[tuple[int, str]] = field(default_factory=list)  # (index in chunk, reason)
+
+
+# --------------------------------------------------------------------------- opening
+
+
+def _open_binary(path: Path) -> BinaryIO:
+    """Open ``path`` for reading bytes, transparently gunzipping; file-level errors raised."""
+    try:
+        raw = open(path, "rb")  # noqa: SIM115 - returned to the caller, who closes it
+    except FileNotFoundError:
+        raise InputFileError(path, "file not found") from None
+    except IsADirectoryError:
+        raise InputFileError(path, "is a directory, not a file") from None
+    except OSError as e:
+        raise InputFileError(path, f"cannot be opened ({e.strerror})") from None
+    magic = raw.read(6)
+    raw.seek(0)
+    if magic.startswith(_GZIP_MAGIC):
+        return gzip.GzipFile(fileobj=raw, mode="rb")  # closing it leaves raw open: see close
+    if path.name.lower().endswith(".gz") and magic:
+        raw.close()
+        raise InputFileError(path, "is named .gz but is not gzip-compressed")
+    for prefix, what in _OTHER_MAGIC.items():
+        if magic.startswith(prefix):
+            raw.close()
+            raise InputFileError(path, f"is {what}, not a CSV (only gzip is supported)")
+    return raw
+
+
+def _header_or_data(fields: list[str]) -> bool:
+    """True when line 1 is a header: most of its fields are not integers."""
+    # A majority vote, so a headerless file whose first row has one bad value is still
+    # read as data (and that row rejected) rather than mistaken for a header.
+    non_ints = sum(1 for f in fields if f.strip() and not _INTEGER.fullmatch(f.strip()))
+    return non_ints * 2 > len(fields)
+
+
+def layout_from_first_line(path: Path, line: bytes) -> Layout:
+    """Decide the file's Layout from its first line, or raise InputFileError."""
+    if b"\0" in line:
+        raise InputFileError(path, "is binary, not a text CSV (NUL byte in line 1)")
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputFileError(path, "is binary or not UTF-8 text (line 1)") from None
+    text = text.removeprefix("\ufeff").rstrip("\r\n")
+    if not text.strip():
+        raise InputFileError(path, "line 1 is blank; expected a header or pixel values")
+    try:
+        fields = next(csv.reader([text], strict=True))
+    except csv.Error as e:
+        raise InputFileError(path, f"line 1 is not valid CSV ({e})") from None
+    if not _header_or_data(fields):
+        if len(fields) == N_PIXELS:
+            return Layout(PIXEL_NAMES, False, tuple(range(N_PIXELS)), None, ())
+        if len(fields) == N_PIXELS + 1:
+            names = (LABEL_NAME, *PIXEL_NAMES)
+            return Layout(names, False, tuple(range(1, N_PIXELS + 1)), 0, ())
+        raise InputFileError(
+            path,
+            f"has no header and {len(fields)} columns; expected 784 (pixels) "
+            "or 785 (label, then pixels)",
+        )
+    return _layout_from_header(path, [f.strip() for f in fields])
+
+
+def _layout_from_header(path: Path, names: list[str]) -> Layout:
+    """Match header ``names`` to pixels/label/extras, or raise InputFileError."""
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise InputFileError(path, f"header has duplicate column {name!r}")
+        seen.add(name)
+    index = {name: i for i, name in enumerate(names)}
+    missing = [p for p in PIXEL_NAMES if p not in index]
+    if missing:
+        shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+        raise InputFileError(
+            path, f"header lacks {len(missing)} of the 784 pixel columns ({shown})"
+        )
+    label_col = index.get(LABEL_NAME)
+    numeric = set(index[p] for p in PIXEL_NAMES) | ({label_col} - {None})
+    extra_cols = tuple(i for i in range(len(names)) if i not in numeric)
+    for i in extra_cols:
+        if names[i] in OUTPUT_COLUMNS:
+            raise InputFileError(path, f"column {names[i]!r} clashes with an output column")
+    return Layout(tuple(names), True, tuple(index[p] for p in PIXEL_NAMES), label_col, extra_cols)
+
+
+# --------------------------------------------------------------------------- careful path
+
+
+def _short_repr(s: str, limit: int = 20) -> str:
+    return repr(s if len(s) <= limit else s[:limit] + "...")
+
+
+def careful_row(line: bytes, layout: Layout) -> tuple[list[int] | None, list[str], str | None]:
+    """Parse one line (no terminator) slowly and exactly.
+
+    Returns ``(values, extras, None)`` for a good row, ``values`` being the numeric fields
+    (pixels and label) in file order, or ``(None, [], reason)`` for a bad one.
+    """
+    text = line.decode("utf-8", errors="replace")
+    if not text.strip():
+        return None, [], "empty row"
+    try:
+        fields = next(csv.reader([text], strict=True))
+    except csv.Error as e:
+        if "unexpected end of data" in str(e):
+            return None, [], "unterminated quoted field (quoted newlines are not supported)"
+        if "new-line character" in str(e):
+            return None, [], "carriage return inside an unquoted field"
+        return None, [], f"malformed CSV ({e})"
+    if len(fields) != layout.ncols:
+        return None, [], f"expected {layout.ncols} fields, got {len(fields)}"
+    extras = [fields[c] for c in layout.extra_cols]
+    raw = [fields[c] for c in layout.numeric_cols]
+    # Quick accept: int() in C is ~10x faster than the per-field loop. It is looser than
+    # our rule (it takes "1_0" and non-ASCII digits), hence the two guards.
+    try:
+        values = list(map(int, raw))
+    except ValueError:
+        pass
+    else:
+        joined = "".join(raw)
+        limits = layout.limits[list(layout.numeric_cols)]
+        if joined.isascii() and "_" not in joined and min(values) >= 0:
+            if all(v <= hi for v, hi in zip(values, limits.tolist(), strict=True)):
+                return values, extras, None
+    values = []
+    for col in layout.numeric_cols:
+        name, s = layout.names[col], fields[col].strip()
+        if not s:
+            return None, [], f"{name}: empty"
+        if not _INTEGER.fullmatch(s):
+            return None, [], f"{name}: {_short_repr(fields[col])} is not an integer"
+        v, hi = int(s), int(layout.limits[col])
+        if not 0 <= v <= hi:
+            return None, [], f"{name}: {v} is outside 0-{hi}"
+        values.append(v)
+    return values, extras, None
+
+
+# --------------------------------------------------------------------------- fast path
+
+
+class _Workspace:
+    """Per-thread scratch arrays, reused across chunks: fresh allocations page-fault."""
+
+    def __init__(self, nbytes: int) -> None:
+        self.cap = nbytes
+        self.padded = np.empty(nbytes + 3, np.uint8)
+        self.digit = np.empty(nbytes + 3, np.uint8)  # byte - '0', then zeroed off digits
+        self.is_digit = np.empty(nbytes + 3, bool)
+        self.is_sep = np.empty(nbytes, bool)
+        self.flag = np.empty(nbytes, bool)
+        self.tmp_bool = np.empty(nbytes, bool)
+        self.tmp_u8 = np.empty(nbytes, np.uint8)
+        self.value = np.empty(nbytes, np.uint16)
+
+
+@dataclass
+class _Scan:
+    """What the vectorised scan of a chunk found."""
+
+    n_rows: int
+    fast_rows: np.ndarray  # int64 indices of rows accepted by the scan
+    values: np.ndarray  # uint16 (len(fast_rows), ncols); extras' entries are meaningless
+    field_ends: np.ndarray  # int64 (len(fast_rows), ncols): byte offset of each field's end
+    row_starts: np.ndarray  # int64 (n_rows,): byte offset where each row starts
+    row_ends: np.ndarray  # int64 (n_rows,): byte offset of each row's '\n'
+
+
+def fast_scan(chunk: bytes, layout: Layout, ws: _Workspace) -> _Scan:
+    """Vectorised scan of ``chunk`` (whole lines, ends with '\\n'); accepts canonical rows."""
+    nb = len(chunk)
+    ncols = layout.ncols
+    padded = ws.padded[: nb + 3]
+    # Three leading commas let the look-behinds below read separators at the chunk start.
+    padded[:3] = _COMMA
+    padded[3:] = np.frombuffer(chunk, np.uint8)
+    buf = padded[3:]
+
+    is_sep = ws.is_sep[:nb]
+    np.equal(buf, _NEWLINE, out=is_sep)
+    row_ends = np.flatnonzero(is_sep)
+    n = len(row_ends)
+    row_starts = np.empty(n, np.int64)
+    row_starts[0] = 0
+    row_starts[1:] = row_ends[:-1] + 1
+    np.logical_or(is_sep, np.equal(buf, _COMMA, out=ws.tmp_bool[:nb]), out=is_sep)
+    ends = np.flatnonzero(is_sep)  # byte offset of every field's terminator
+
+    # Field counts per row; the common case (all rows right) is checked without a search.
+    if len(ends) == n * ncols and np.array_equal(ends[ncols - 1 :: ncols], row_ends):
+        term_idx = np.arange(ncols - 1, n * ncols, ncols)
+    else:
+        term_idx = np.searchsorted(ends, row_ends)
+    first_idx = np.empty(n, np.int64)
+    first_idx[0] = 0
+    first_idx[1:] = term_idx[:-1] + 1
+    slow = (term_idx - first_idx + 1) != ncols
+
+    digit = ws.digit[: nb + 3]
+    is_digit = ws.is_digit[: nb + 3]
+    np.subtract(padded, _ZERO, out=digit)  # wraps for non-digits, which land >= 10
+    np.less(digit, 10, out=is_digit)
+    np.multiply(digit, is_digit, out=digit)  # non-digits count as 0 in the sums below
+
+    # value[p] = the (up to 3-digit) number ending just before byte p; read at separators.
+    # The hundreds digit only counts when the tens byte is a digit, else it belongs to the
+    # previous field.
+    value, tmp = ws.value[:nb], ws.tmp_u8[:nb]
+    np.multiply(digit[0:nb], is_digit[1 : nb + 1], out=tmp)
+    np.multiply(tmp, np.uint16(100), out=value)
+    np.multiply(digit[1 : nb + 1], np.uint8(10), out=tmp)
+    np.add(value, tmp, out=value)
+    np.add(value, digit[2 : nb + 2], out=value)
+
+    # Bytes that make their field non-canonical: neither digit nor separator; a separator
+    # right after a separator (empty field); the 4th of 4 consecutive digits (too long for
+    # the 3-digit sum above, though e.g. "0007" is valid - the careful path decides).
+    flag, tb = ws.flag[:nb], ws.tmp_bool[:nb]
+    np.logical_or(is_digit[3:], is_sep, out=flag)
+    np.logical_not(flag, out=flag)
+    tb[0] = is_sep[0]
+    np.logical_and(is_sep[1:], is_sep[:-1], out=tb[1:])
+    np.logical_or(flag, tb, out=flag)
+    np.logical_and(is_digit[3:], is_digit[2 : nb + 2], out=tb)
+    np.logical_and(tb, is_digit[1 : nb + 1], out=tb)
+    np.logical_and(tb, is_digit[0:nb], out=tb)
+    np.logical_or(flag, tb, out=flag)
+    if flag.any():
+        pos = np.flatnonzero(flag)
+        fidx = np.searchsorted(ends, pos)  # the field each flagged byte belongs to
+        row = np.searchsorted(term_idx, fidx)
+        # Rows with too many fields can give col >= ncols; they are slow already.
+        col = np.minimum(fidx - first_idx[row], ncols - 1)
+        numeric = np.ones(ncols, bool)
+        numeric[list(layout.extra_cols)] = False
+        slow[row[numeric[col]]] = True
+    # Quotes change field boundaries and a lone '\r' is a line break to the csv module:
+    # leave those rows to it. bytes.find is a memchr, so this is free on clean chunks.
+    for special in (b'"', b"\r"):
+        if chunk.find(special) >= 0:
+            pos = np.flatnonzero(buf == special[0])
+            slow[np.searchsorted(row_ends, pos)] = True
+
+    fast_rows = np.flatnonzero(~slow)
+    if len(fast_rows) == n:
+        field_ends = ends.reshape(n, ncols)
+    else:
+        field_ends = ends[first_idx[fast_rows, None] + np.arange(ncols)]
+    values = np.take(value, field_ends)
+    # Range checks (pixels <= 255, label <= 9); rows over them go to the careful path. Two
+    # cheap whole-array maxima settle the common case without a row-wise comparison.
+    over = None
+    if layout.extra_cols or values.max(initial=0) > 255:
+        over = np.any(values > layout.limits, axis=1)
+    elif layout.label_col is not None:
+        over = values[:, layout.label_col] > 9
+    if over is not None and over.any():
+        keep = ~over
+        fast_rows, values, field_ends = fast_rows[keep], values[keep], field_ends[keep]
+    return _Scan(n, fast_rows, values, field_ends, row_starts, row_ends)
+
+
+def parse_chunk(
+    chunk: bytes, first_row: int, layout: Layout, ws: _Workspace | None, fast: bool = True
+) -> ParsedChunk:
+    """Parse a chunk of whole lines: fast scan, then the careful path for the rest.
+
+    ``fast=False`` sends every row down the careful path (tests use it as an oracle).
+    """
+    pix_idx = list(layout.pixel_cols)
+    if fast:
+        assert ws is not None
+        scan = fast_scan(chunk, layout, ws)
+        n, fast_rows = scan.n_rows, scan.fast_rows
+        row_starts, row_ends = scan.row_starts, scan.row_ends
+        if len(fast_rows) == n:  # the clean-chunk path: no per-row Python at all
+            labels = None
+            if layout.label_col is not None:
+                labels = scan.values[:, layout.label_col].astype(np.uint8)
+            return ParsedChunk(
+                first_row,
+                n,
+                scan.values[:, pix_idx].astype(np.uint8),
+                fast_rows,
+                labels,
+                _slice_extras(chunk, layout, scan.field_ends, row_starts),
+            )
+    else:
+        row_ends = np.flatnonzero(np.frombuffer(chunk, np.uint8) == _NEWLINE)
+        n, fast_rows = len(row_ends), np.empty(0, np.int64)
+        row_starts = np.concatenate([[0], row_ends[:-1] + 1]).astype(np.int64)
+
+    # Mixed chunk: collect every row by file column, then pick accepted rows in order.
+    all_vals = np.zeros((n, layout.ncols), np.uint16)
+    all_extras: list[list[str]] = [[""] * n for _ in layout.extra_cols]
+    ok = np.zeros(n, bool)
+    if len(fast_rows):
+        all_vals[fast_rows] = scan.values
+        ok[fast_rows] = True
+        sliced = _slice_extras(chunk, layout, scan.field_ends, row_starts[fast_rows])
+        for dest, col in zip(all_extras, sliced, strict=True):
+            for r, s in zip(fast_rows.tolist(), col, strict=True):
+                dest[r] = s
+    rejects: list[tuple[int, str]] = []
+    numeric_cols = list(layout.numeric_cols)
+    for r in np.flatnonzero(~ok).tolist():
+        vals, extra, reason = careful_row(chunk[row_starts[r] : row_ends[r]], layout)
+        if reason is not None:
+            rejects.append((r, reason))
+            continue
+        ok[r] = True
+        all_vals[r, numeric_cols] = vals
+        for dest, s in zip(all_extras, extra, strict=True):
+            dest[r] = s
+    ok_rows = np.flatnonzero(ok)
+    kept = all_vals[ok_rows]
+    labels = None
+    if layout.label_col is not None:
+        labels = kept[:, layout.label_col].astype(np.uint8)
+    extras = [[col[r] for r in ok_rows.tolist()] for col in all_extras]
+    return ParsedChunk(
+        first_row, n, kept[:, pix_idx].astype(np.uint8), ok_rows, labels, extras, rejects
+    )
+
+
+def _slice_extras(
+    chunk: bytes, layout: Layout, field_ends: np.ndarray, row_starts: np.ndarray
+) -> list[list[str]]:
+    """Carried-through columns' raw text; ``field_ends`` and ``row_starts`` align by row."""
+    out = []
+    for c in layout.extra_cols:
+        stop = field_ends[:, c]
+        start = field_ends[:, c - 1] + 1 if c > 0 else row_starts
+        out.append(
+            [
+                chunk[a:b].decode("utf-8", errors="replace")
+                for a, b in zip(start.tolist(), stop.tolist(), strict=True)
+            ]
+        )
+    return out
+
+
+# --------------------------------------------------------------------------- the reader
+
+
+class PixelCsvReader:
+    """Open a pixel CSV, work out its Layout, and iterate it as ParsedChunks.
+
+    Use as a context manager. Construction raises InputFileError for file-level problems
+    found in line 1; iteration raises it for ones found later (corrupt gzip, a huge line).
+    """
+
+    def __init__(self, path: Path, chunk_rows: int = 2048, workers: int = 2) -> None:
+        if chunk_rows < 1:
+            raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
+        self.path = Path(path)
+        self.chunk_rows = chunk_rows
+        self.workers = max(1, workers)
+        self.fast = True
+        self._f = _open_binary(self.path)
+        try:
+            first = self._readline(1)
+            if not first:
+                raise InputFileError(self.path, "is empty")
+            first = first.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 BOM from Excel exports
+            self.layout = layout_from_first_line(self.path, first)
+        except BaseException:
+            self.close()
+            raise
+        # A headerless file's line 1 is its first data row.
+        self._pushback = None if self.layout.has_header else first
+
+    def close(self) -> None:
+        """Close the file (and the raw file under a gzip stream)."""
+        f = self._f
+        inner = getattr(f, "fileobj", None)
+        f.close()
+        if inner is not None:
+            inner.close()
+
+    def __enter__(self) -> PixelCsvReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _readline(self, line_no: int) -> bytes:
+        try:
+            line = self._f.readline(MAX_LINE_BYTES + 1)
+        except (gzip.BadGzipFile, EOFError, zlib.error) as e:
+            raise InputFileError(self.path, f"corrupt or truncated gzip data ({e})") from None
+        if len(line) > MAX_LINE_BYTES:
+            if b"\0" in line:
+                raise InputFileError(self.path, f"is binary, not a text CSV (line {line_no})")
+            raise InputFileError(self.path, f"line {line_no} is longer than 1 MiB")
+        return line
+
+    def raw_chunks(self) -> Iterator[tuple[bytes, int]]:
+        """Yield (chunk, n_lines): up to chunk_rows whole lines, the chunk ending in '\\n'."""
+        line_no = self.layout.header_lines + 1
+        lines: list[bytes] = []
+        if self._pushback is not None:
+            lines.append(self._pushback)
+            line_no += 1
+            self._pushback = None
+        while True:
+            while len(lines) < self.chunk_rows:
+                line = self._readline(line_no)
+                if not line:
+                    break
+                lines.append(line)
+                line_no += 1
+            if not lines:
+                return
+            chunk = b"".join(lines)
+            if not chunk.endswith(b"\n"):  # the last line had no terminator
+                chunk += b"\n"
+            if b"\r" in chunk:
+                chunk = chunk.replace(b"\r\n", b"\n")
+            yield chunk, len(lines)
+            if len(lines) < self.chunk_rows:
+                return
+            lines = []
+
+    def __iter__(self) -> Iterator[ParsedChunk]:
+        """Parsed chunks in file order; parsing runs on a small thread pool.
+
+        NumPy releases the GIL in the scan, so two workers use both cores, while at most
+        ``workers + 1`` chunks are in flight to keep memory bounded.
+        """
+        local = threading.local()
+
+        def work(chunk: bytes, first_row: int) -> ParsedChunk:
+            ws = getattr(local, "ws", None)
+            if ws is None or ws.cap < len(chunk):
+                ws = local.ws = _Workspace(int(len(chunk) * 1.25))
+            return parse_chunk(chunk, first_row, self.layout, ws, fast=self.fast)
+
+        pending: deque[Future[ParsedChunk]] = deque()
+        first_row = 0
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="csv-parse") as pool:
+            try:
+                for chunk, n_lines in self.raw_chunks():
+                    pending.append(pool.submit(work, chunk, first_row))
+                    first_row += n_lines
+                    if len(pending) > self.workers:
+                        yield pending.popleft().result()
+                while pending:
+                    yield pending.popleft().result()
+            finally:
+                for fut in pending:
+                    fut.cancel()

@@ -1,0 +1,77 @@
+"""Atomic writes and content fingerprints for every file the pipeline produces.
+
+A file is written to a temporary name in its destination folder and renamed into place
+only when complete, so a crash or a retry never leaves a half-written file under the
+final name. A ``<file>.sha256`` sidecar written after it records what was written; a
+file is *intact* when it still hashes to its sidecar. Caches use that to refuse a hit
+whose output was deleted or altered.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+_CHUNK = 1 << 20
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of the file at ``path``, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def atomic_path(dest: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``dest``; rename it onto ``dest`` if the block succeeds."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    os.close(fd)
+    # mkstemp creates 0600 files; outputs are meant to be read by other users and tools.
+    os.chmod(tmp, 0o644)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_bytes(dest: Path, data: bytes) -> None:
+    """Write ``data`` to ``dest`` atomically."""
+    with atomic_path(dest) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_write_text(dest: Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``dest`` atomically."""
+    atomic_write_bytes(dest, text.encode())
+
+
+def sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def seal(path: Path) -> str:
+    """Record ``path``'s SHA-256 in its sidecar and return it."""
+    digest = sha256_file(path)
+    atomic_write_text(sidecar(path), digest + "\n")
+    return digest
+
+
+def is_intact(path: Path) -> bool:
+    """True when ``path`` exists and still hashes to the digest its sidecar recorded."""
+    try:
+        recorded = sidecar(path).read_text().strip()
+        return sha256_file(path) == recorded
+    except FileNotFoundError:
+        return False

@@ -1,0 +1,184 @@
+"""Ingestion tasks: fetch the MNIST .gz files from a mirror, verify them, convert to Parquet.
+
+Each raw file is streamed to a temporary file, checked against the SHA-256 of its
+decompressed IDX bytes, and only then renamed into ``data/raw/``. Transient faults
+(connection errors, timeouts, HTTP 5xx and 429, truncated bodies) fail the task with
+``TransientFetchError`` so that Prefect retries it with backoff; a 403/404, a bad gzip
+or a checksum mismatch moves on to the next mirror at once.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import shutil
+import urllib.error
+import urllib.parse
+import urllib.request
+import zlib
+from pathlib import Path
+from typing import Any
+
+from prefect import get_run_logger, task
+
+from tasks.caching import CONTENT
+from tasks.dataset import write_split
+from tasks.errors import PipelineError
+from tasks.files import atomic_path, is_intact, seal
+from tasks.idx import IMAGES_MAGIC, LABELS_MAGIC, IdxFormatError, parse_idx
+
+# Seconds to wait for a connection and for each read; MNIST's largest file is ~10 MB.
+HTTP_TIMEOUT = 30
+_CHUNK = 1 << 20
+
+
+class IngestError(PipelineError):
+    """A user-facing ingestion failure; its message is one line and names the file."""
+
+
+class FetchError(IngestError):
+    """One mirror could not supply a valid copy of one file."""
+
+
+class TransientFetchError(FetchError):
+    """A fault worth retrying later: the network or the server, not the content."""
+
+
+def mirror_url(mirror: str, filename: str) -> str:
+    """Join a mirror base (``http(s)://``, ``file://`` or a directory) and a file name."""
+    if "://" in mirror:
+        return mirror.rstrip("/") + "/" + filename
+    return str(Path(mirror).expanduser() / filename)
+
+
+def fetch(source: str, dest: Path) -> None:
+    """Copy ``source`` (a URL or a local path) to ``dest``, raising FetchError on failure."""
+    scheme = urllib.parse.urlsplit(source).scheme
+    if scheme in ("http", "https"):
+        _fetch_http(source, dest)
+        return
+    path = (
+        Path(urllib.request.url2pathname(urllib.parse.urlsplit(source).path))
+        if scheme == "file"
+        else Path(source)
+    )
+    if not path.is_file():
+        raise FetchError(f"{source}: no such file")
+    shutil.copyfile(path, dest)
+
+
+def _fetch_http(url: str, dest: Path) -> None:
+    request = urllib.request.Request(url, headers={"User-Agent": "mnist-pipeline"})
+    try:
+        with (
+            urllib.request.urlopen(request, timeout=HTTP_TIMEOUT) as response,
+            open(dest, "wb") as out,
+        ):
+            expected = response.headers.get("Content-Length")
+            received = 0
+            while chunk := response.read(_CHUNK):
+                out.write(chunk)
+                received += len(chunk)
+    except urllib.error.HTTPError as err:
+        if err.code >= 500 or err.code == 429:
+            raise TransientFetchError(f"{url}: HTTP {err.code}") from None
+        raise FetchError(f"{url}: HTTP {err.code}") from None
+    except (urllib.error.URLError, OSError) as err:  # includes timeouts
+        reason = getattr(err, "reason", err)
+        raise TransientFetchError(f"{url}: {reason}") from None
+    if expected is not None and received != int(expected):
+        raise TransientFetchError(f"{url}: truncated body ({received} of {expected} bytes)")
+
+
+def idx_sha256(gz_path: Path) -> str:
+    """SHA-256 of the decompressed content of ``gz_path``; FetchError if it is not valid gzip."""
+    digest = hashlib.sha256()
+    try:
+        with gzip.open(gz_path, "rb") as f:
+            while chunk := f.read(_CHUNK):
+                digest.update(chunk)
+    except EOFError:
+        # The gzip stream stops early: a body cut off in transit, worth fetching again.
+        raise TransientFetchError(f"{gz_path.name}: truncated gzip stream") from None
+    except (gzip.BadGzipFile, zlib.error) as err:
+        raise FetchError(f"{gz_path.name}: not a valid gzip file ({err})") from None
+    return digest.hexdigest()
+
+
+def _fetch_verified(source: str, dest: Path, expected_sha256: str) -> None:
+    with atomic_path(dest) as tmp:
+        fetch(source, tmp)
+        actual = idx_sha256(tmp)
+        if actual != expected_sha256:
+            raise FetchError(
+                f"{source}: checksum mismatch "
+                f"(IDX sha256 {actual[:12]}…, expected {expected_sha256[:12]}…)"
+            )
+    seal(dest)
+
+
+def _retry_if_transient(task: Any, task_run: Any, state: Any) -> bool:
+    return isinstance(state.result(raise_on_failure=False), TransientFetchError)
+
+
+@task(
+    cache_policy=CONTENT,
+    retries=3,
+    retry_delay_seconds=[2, 5, 15],
+    retry_jitter_factor=0.5,
+    retry_condition_fn=_retry_if_transient,
+)
+def download(name: str, sha256: str, mirrors: tuple[str, ...], raw_dir: Path) -> Path:
+    """Fetch one MNIST file from the first mirror that has a verified copy."""
+    logger = get_run_logger()
+    dest = Path(raw_dir) / f"{name}.gz"
+    if is_intact(dest) and _idx_matches(dest, sha256):
+        logger.info("%s: verified copy already present", dest.name)
+        return dest
+    failures: list[FetchError] = []
+    for mirror in mirrors:
+        source = mirror_url(mirror, f"{name}.gz")
+        try:
+            _fetch_verified(source, dest, sha256)
+        except FetchError as err:
+            logger.warning("%s", err)
+            failures.append(err)
+            continue
+        logger.info("%s: downloaded and verified from %s", dest.name, mirror)
+        return dest
+    summary = f"{name}.gz: every mirror failed: " + "; ".join(str(f) for f in failures)
+    if any(isinstance(f, TransientFetchError) for f in failures):
+        raise TransientFetchError(summary)
+    raise FetchError(summary)
+
+
+def _idx_matches(gz_path: Path, sha256: str) -> bool:
+    try:
+        return idx_sha256(gz_path) == sha256
+    except FetchError:
+        return False
+
+
+@task(cache_policy=CONTENT)
+def convert(
+    images_gz: Path, labels_gz: Path, dest: Path, checksums: dict[str, str]
+) -> dict[str, Any]:
+    """Parse one split's IDX files and write it as normalized Parquet."""
+    try:
+        images = parse_idx(
+            gzip.decompress(Path(images_gz).read_bytes()), Path(images_gz).name, IMAGES_MAGIC
+        )
+        labels = parse_idx(
+            gzip.decompress(Path(labels_gz).read_bytes()), Path(labels_gz).name, LABELS_MAGIC
+        )
+    except IdxFormatError as err:
+        raise IngestError(str(err)) from None
+    if len(images) != len(labels):
+        raise IngestError(
+            f"{Path(images_gz).name}: {len(images)} images but "
+            f"{Path(labels_gz).name} has {len(labels)} labels"
+        )
+    write_split(dest, images, labels, metadata={"source_sha256": checksums})
+    digest = seal(dest)
+    get_run_logger().info("%s: %d rows written", Path(dest).name, len(labels))
+    return {"path": str(dest), "rows": int(len(labels)), "sha256": digest}

@@ -1,0 +1,107 @@
+"""One home for paths and settings: the artifacts root, the mirrors, retry delays, Prefect.
+
+Values come from explicit arguments first, then environment variables, then defaults.
+Nothing here runs at import time; callers build a ``Settings`` with ``Settings.from_env``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_MIRRORS: tuple[str, ...] = (
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+    # Last: it often answers 403.
+    "http://yann.lecun.com/exdb/mnist/",
+)
+
+# SHA-256 of each file's decompressed IDX bytes. Mirrors may recompress the .gz files,
+# so the compressed bytes differ between faithful copies; the IDX content does not.
+MNIST_SHA256: dict[str, str] = {
+    "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+}
+
+ENV_MIRROR = "MNIST_MIRROR"
+ENV_ARTIFACTS = "MNIST_ARTIFACTS_DIR"
+# Comma-separated seconds between download retries; tests shorten them.
+ENV_RETRY_DELAYS = "MNIST_RETRY_DELAYS"
+ENV_CHECKSUMS = "MNIST_CHECKSUMS_FILE"
+
+DEFAULT_RETRY_DELAYS: tuple[float, ...] = (2.0, 5.0, 15.0)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved settings for one run."""
+
+    artifacts: Path
+    mirrors: tuple[str, ...] = DEFAULT_MIRRORS
+    checksums: dict[str, str] = field(default_factory=lambda: dict(MNIST_SHA256))
+    retry_delays: tuple[float, ...] = DEFAULT_RETRY_DELAYS
+
+    @classmethod
+    def from_env(
+        cls,
+        artifacts: str | Path | None = None,
+        mirror: str | None = None,
+        checksums_file: str | Path | None = None,
+    ) -> Settings:
+        """Build settings from arguments, falling back to environment variables."""
+        root = artifacts or os.environ.get(ENV_ARTIFACTS) or "artifacts"
+        mirror = mirror or os.environ.get(ENV_MIRROR)
+        delays = os.environ.get(ENV_RETRY_DELAYS)
+        checksums_file = checksums_file or os.environ.get(ENV_CHECKSUMS)
+        return cls(
+            artifacts=Path(root).expanduser().resolve(),
+            mirrors=(mirror,) if mirror else DEFAULT_MIRRORS,
+            checksums=read_checksums(Path(checksums_file))
+            if checksums_file
+            else dict(MNIST_SHA256),
+            retry_delays=tuple(float(d) for d in delays.split(","))
+            if delays
+            else DEFAULT_RETRY_DELAYS,
+        )
+
+    @property
+    def data_dir(self) -> Path:
+        return self.artifacts / "data"
+
+    @property
+    def raw_dir(self) -> Path:
+        return self.data_dir / "raw"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.artifacts / "models"
+
+    @property
+    def results_dir(self) -> Path:
+        """Prefect result and cache-record storage, shared by CLI, serve and workers."""
+        return self.artifacts / ".prefect-results"
+
+
+def read_checksums(path: Path) -> dict[str, str]:
+    """Read a ``sha256sum``-style file (``<hex>  <name>``) into {name without .gz: hex}."""
+    checksums = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            digest, name = line.split()
+            checksums[name.lstrip("*").removesuffix(".gz")] = digest
+    return checksums
+
+
+def prefect_env_defaults(artifacts: Path) -> dict[str, str]:
+    """Environment defaults for Prefect: a project-local home, and no telemetry."""
+    return {
+        "PREFECT_HOME": str(artifacts / ".prefect"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        # The first start of the embedded server migrates its database; on a busy
+        # 2-core machine that can take longer than Prefect's 20 s default.
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    }
