@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from tasks.settings import ENV_ARTIFACTS, ENV_MIRROR, Settings, prefect_env_defaults
+from tasks.settings import ENV_ARTIFACTS, ENV_CHECKSUMS, ENV_MIRROR, Settings, prefect_env_defaults
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REJECTS = 0, 1, 2, 3
 
@@ -32,8 +32,15 @@ def _add_mirror(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--mirror",
         metavar="URL",
-        help=f"one MNIST mirror instead of the public ones: http(s)://…/, file:///…/ or a "
-        f"directory (env {ENV_MIRROR})",
+        action="append",
+        help=f"an MNIST mirror to use instead of the public ones: http(s)://…/, file:///…/ "
+        f"or a directory; repeat to try several in order (env {ENV_MIRROR})",
+    )
+    parser.add_argument(
+        "--checksums",
+        metavar="FILE",
+        help=f"sha256sum-style file of the IDX files' SHA-256, replacing MNIST's own "
+        f"(for other data; env {ENV_CHECKSUMS})",
     )
 
 
@@ -65,7 +72,12 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     from flows.console import print_steps
     from flows.ingest import ingest_flow
 
-    result = ingest_flow(mirror=args.mirror, artifacts=args.artifacts, force=args.force)
+    result = ingest_flow(
+        mirror=args.mirror,
+        artifacts=args.artifacts,
+        checksums_file=args.checksums,
+        force=args.force,
+    )
     print_steps(result["steps"])
     for split in ("train", "test"):
         _say(f"{split}: {result[split]['rows']} rows in {result[split]['path']}")

@@ -51,10 +51,13 @@ def submit_ingestion(settings: Settings, force: bool = False) -> dict[str, Prefe
 
 @flow(name="mnist-ingest", log_prints=False)
 def ingest_flow(
-    mirror: str | None = None, artifacts: str | None = None, force: bool = False
+    mirror: str | list[str] | None = None,
+    artifacts: str | None = None,
+    checksums_file: str | None = None,
+    force: bool = False,
 ) -> dict[str, Any]:
     """Download MNIST, verify it, and normalize it to Parquet under the artifacts root."""
-    settings = Settings.from_env(artifacts=artifacts, mirror=mirror)
+    settings = Settings.from_env(artifacts=artifacts, mirror=mirror, checksums_file=checksums_file)
     futures = submit_ingestion(settings, force)
     steps = report(futures)
     # Downloads come first, so a failure surfaces as its root cause, not an upstream error.

@@ -1,14 +1,17 @@
 """The network: parameters, initialization, forward and backward passes, and parameter checks.
 
-Shapes follow the notebook for the weights, ``W : (n_out, n_in)`` and ``b : (n_out,)``, but
-samples are rows: ``X : (n_samples, n_in)`` and ``Z = X @ W.T + b``, which is the
-notebook's ``Z = W·X + b`` transposed. Rows keep each sample's 784 pixels contiguous, which
-is what makes mini-batch gathers and BLAS calls fast.
+Weights keep the notebook's shapes, ``W : (n_out, n_in)`` and ``b : (n_out,)``, and so do
+the kernels: they compute in the notebook's layout, one column per sample,
+``Z = W·Aᵀ + b`` with ``Aᵀ : (n_units, m)``. Callers hold samples as rows, ``X : (n, 784)``
+(each image contiguous, which makes mini-batch gathers cheap); ``X.T`` is a free view.
+In this layout the softmax max/sum run down columns, which NumPy vectorizes well, while
+a per-row reduction over 10 classes would not: that alone was ~15% of a training step.
 
-The public ``forward``/``backward`` allocate their outputs. They run on the same in-place
-kernels (``_forward_into``/``_backward_into``) that the trainer calls with preallocated
-buffers, so the gradient check in the tests covers the code that trains. Everything works
-in the parameters' dtype: float32 for training, float64 for the gradient check.
+The public ``forward``/``backward`` allocate their outputs and work with row-major
+arrays. They run the same in-place kernels (``_forward_into``/``_backward_into``) that
+the trainer calls with preallocated buffers, so the gradient check in the tests covers
+the code that trains. Everything works in the parameters' dtype: float32 for training,
+float64 for the gradient check.
 """
 
 from __future__ import annotations
@@ -53,9 +56,9 @@ def relu(Z: np.ndarray) -> np.ndarray:
 
 def softmax(Z: np.ndarray) -> np.ndarray:
     """Row-wise softmax of ``Z : (n_samples, n_classes)``, stable for any finite logits."""
-    P = np.array(Z, copy=True)
-    _softmax_inplace(P, np.empty((P.shape[0], 1), dtype=P.dtype))
-    return P
+    PT = np.array(Z.T, copy=True, order="C")
+    _softmax_inplace(PT, np.empty(PT.shape[1], dtype=PT.dtype))
+    return PT.T
 
 
 def forward(params: Params, X: np.ndarray) -> list[np.ndarray]:
@@ -66,9 +69,9 @@ def forward(params: Params, X: np.ndarray) -> list[np.ndarray]:
     """
     dtype = params[0][0].dtype
     m = X.shape[0]
-    acts = [np.empty((m, W.shape[0]), dtype=dtype) for W, _ in params]
-    _forward_into(params, X, acts, np.empty((m, 1), dtype=dtype))
-    return [X, *acts]
+    acts = [np.empty((W.shape[0], m), dtype=dtype) for W, _ in params]
+    _forward_into(_with_columns(params), X.T, acts, np.empty(m, dtype=dtype))
+    return [X, *(A.T for A in acts)]
 
 
 def backward(params: Params, activations: Sequence[np.ndarray], y: np.ndarray) -> Grads:
@@ -80,15 +83,16 @@ def backward(params: Params, activations: Sequence[np.ndarray], y: np.ndarray) -
     X, *acts = activations
     dtype = params[0][0].dtype
     m = X.shape[0]
-    probs = acts[-1]
+    probs_t = acts[-1].T
     # Softmax followed by cross-entropy has dLoss/dZ_L = probs - onehot(y): the softmax
     # Jacobian times -onehot/probs collapses to this, so no division by tiny probs.
-    delta = probs - _one_hot(y, probs.shape[1], dtype)
+    delta = probs_t - one_hot(y, probs_t.shape[0], dtype).T
     delta /= dtype.type(m)
     grads = [(np.empty_like(W), np.empty_like(b)) for W, b in params]
-    bufs = [np.empty_like(A) for A in acts[:-1]]
-    masks = [np.empty_like(A) for A in acts[:-1]]
-    _backward_into(params, X, acts, delta, grads, bufs, masks)
+    hidden = [A.T for A in acts[:-1]]
+    bufs = [np.empty_like(A) for A in hidden]
+    masks = [np.empty_like(A) for A in hidden]
+    _backward_into(params, X.T, hidden, delta, grads, bufs, masks)
     return grads
 
 
@@ -144,67 +148,78 @@ def layer_sizes_of(params: Params) -> tuple[int, ...]:
     return tuple(sizes)
 
 
-def _one_hot(y: np.ndarray, n_classes: int, dtype: np.dtype) -> np.ndarray:
-    Y = np.zeros((y.shape[0], n_classes), dtype=dtype)
-    Y[np.arange(y.shape[0]), y] = 1
-    return Y
+def one_hot(y: np.ndarray, n_classes: int, dtype: np.dtype | type = np.float32) -> np.ndarray:
+    """``Y : (n_samples, n_classes)`` with Y[i, y[i]] = 1 and zeros elsewhere."""
+    return np.eye(n_classes, dtype=dtype)[y]
 
 
-def _softmax_inplace(Z: np.ndarray, row: np.ndarray) -> None:
-    """Overwrite ``Z : (m, k)`` with softmax(Z) row-wise, using ``row : (m, 1)`` as scratch.
+def _with_columns(params: Params) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(W, b as an (n_out, 1) column view) per layer, for broadcasting over samples."""
+    return [(W, b[:, None]) for W, b in params]
 
-    Subtracting the row max first means exp never overflows and the largest term is
-    exactly 1, so the row sum is in [1, k]. (ufunc.reduce skips np.max/np.sum's Python
-    wrappers, which matters for 64-row batches.)
+
+def _softmax_inplace(Z: np.ndarray, col: np.ndarray) -> None:
+    """Overwrite ``Z : (k, m)`` with softmax over each column, ``col : (m,)`` scratch.
+
+    Subtracting the column max first means exp never overflows and the largest term is
+    exactly 1, so the sum is in [1, k]. ufunc.reduce with positional arguments skips
+    np.max/np.sum's Python wrappers, which matters at 64 samples per call.
     """
-    np.maximum.reduce(Z, axis=1, keepdims=True, out=row)
-    Z -= row
-    np.exp(Z, out=Z)
-    np.add.reduce(Z, axis=1, keepdims=True, out=row)
-    Z /= row
+    np.maximum.reduce(Z, 0, None, col)
+    np.subtract(Z, col, Z)
+    np.exp(Z, Z)
+    np.add.reduce(Z, 0, None, col)
+    np.divide(Z, col, Z)
 
 
 def _forward_into(
-    params: Params, X: np.ndarray, acts: Sequence[np.ndarray], row: np.ndarray
+    layers: Sequence[tuple[np.ndarray, np.ndarray]],
+    XT: np.ndarray,
+    acts: Sequence[np.ndarray],
+    col: np.ndarray,
 ) -> None:
-    """Forward pass into preallocated ``acts[i] : (m, n_{i+1})``; ``row : (m, 1)`` scratch."""
-    A = X
-    last = len(params) - 1
-    for i, (W, b) in enumerate(params):
+    """Forward pass of ``XT : (n_in, m)`` into ``acts[i] : (n_{i+1}, m)``.
+
+    ``layers`` holds (W, b column) pairs (see ``_with_columns``); ``acts[-1]`` receives
+    the probabilities; ``col : (m,)`` is scratch.
+    """
+    A = XT
+    last = len(layers) - 1
+    for i, (W, b) in enumerate(layers):
         Z = acts[i]
-        np.matmul(A, W.T, out=Z)
-        Z += b
+        np.matmul(W, A, out=Z)
+        np.add(Z, b, Z)
         if i < last:
             np.maximum(Z, 0, out=Z)
         A = Z
-    _softmax_inplace(A, row)
+    _softmax_inplace(A, col)
 
 
 def _backward_into(
     params: Params,
-    X: np.ndarray,
-    acts: Sequence[np.ndarray],
+    XT: np.ndarray,
+    hidden: Sequence[np.ndarray],
     delta: np.ndarray,
     grads: Grads,
     bufs: Sequence[np.ndarray],
     masks: Sequence[np.ndarray],
 ) -> None:
-    """Backward pass from ``delta = dLoss/dZ_L : (m, n_classes)`` into ``grads``.
+    """Backward pass from ``delta = dLoss/dZ_L : (k, m)`` into ``grads``.
 
-    Notebook notation for layer 2 of 2: dW2 = dZ2ᵀ·A1, db2 = Σ_rows dZ2,
-    dZ1 = (dZ2·W2) ∘ ReLU'(Z1), then dW1 = dZ1ᵀ·X. Any 1/m (and, in training, the
-    learning rate) is folded into ``delta`` by the caller. ``bufs``/``masks`` match
-    ``acts[:-1]``; ``bufs`` are overwritten.
+    Notebook notation for layer 2 of 2: dW2 = dZ2·A1ᵀ, db2 = Σ_samples dZ2 (one per
+    unit), dZ1 = W2ᵀ·dZ2 ∘ ReLU'(Z1), then dW1 = dZ1·Xᵀ. Any 1/m (and, in training, the
+    learning rate) is folded into ``delta`` by the caller. ``hidden[i] : (n_{i+1}, m)``
+    are the ReLU outputs; ``bufs``/``masks`` are scratch of the same shapes.
     """
     for i in range(len(params) - 1, -1, -1):
-        A_prev = acts[i - 1] if i > 0 else X
+        A_prev = hidden[i - 1] if i > 0 else XT
         gW, gb = grads[i]
-        np.matmul(delta.T, A_prev, out=gW)
-        np.add.reduce(delta, axis=0, out=gb)
+        np.matmul(delta, A_prev.T, out=gW)
+        np.add.reduce(delta, 1, None, gb)
         if i > 0:
             dA = bufs[i - 1]
-            np.matmul(delta, params[i][0], out=dA)
+            np.matmul(params[i][0].T, delta, out=dA)
             # sign(A) is 1 where the ReLU was active (A > 0) and 0 elsewhere.
-            np.sign(A_prev, out=masks[i - 1])
-            dA *= masks[i - 1]
+            np.sign(A_prev, masks[i - 1])
+            np.multiply(dA, masks[i - 1], dA)
             delta = dA

@@ -1,8 +1,8 @@
 """Scoring: class probabilities and labels, computed in chunks of rows.
 
 Memory stays bounded whatever the number of rows: besides the output, one chunk's
-activations (chunk_size x widest layer) and, for non-float32 input, one chunk's float32
-copy. Each chunk's values are validated (finite, in [0, 1]) just before it is scored.
+activations (chunk_size x the layer widths) and, for non-float32 input, one chunk's
+float32 copy. Each chunk's values are validated (finite, in [0, 1]) just before it is scored.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from model.network import Params, _forward_into, layer_sizes_of
+from model.network import Params, _forward_into, _with_columns, layer_sizes_of
 from model.validation import check_feature_values, check_features
 
 DEFAULT_CHUNK_SIZE = 8192
@@ -35,8 +35,8 @@ def predict(params: Params, X: np.ndarray, chunk_size: int = DEFAULT_CHUNK_SIZE)
     sizes = layer_sizes_of(params)
     check_features(X, sizes[0])
     labels = np.empty(X.shape[0], dtype=np.int64)
-    for start, stop, proba in _iter_chunks(params, X, chunk_size, validate=True):
-        np.argmax(proba, axis=1, out=labels[start:stop])
+    for start, stop, proba_t in _iter_chunks(params, X, chunk_size, validate=True):
+        np.argmax(proba_t, axis=0, out=labels[start:stop])
     return labels
 
 
@@ -46,32 +46,27 @@ def _predict_proba_unchecked(params: Params, X: np.ndarray, chunk_size: int) -> 
 
 
 def _predict_proba(params: Params, X: np.ndarray, chunk_size: int, validate: bool) -> np.ndarray:
-    dtype = params[0][0].dtype
-    out = np.empty((X.shape[0], params[-1][0].shape[0]), dtype=dtype)
-    for _ in _iter_chunks(params, X, chunk_size, validate, out=out):
-        pass  # each chunk's probabilities are written straight into out
+    out = np.empty((X.shape[0], params[-1][0].shape[0]), dtype=params[0][0].dtype)
+    for start, stop, proba_t in _iter_chunks(params, X, chunk_size, validate):
+        out[start:stop] = proba_t.T
     return out
 
 
 def _iter_chunks(
-    params: Params,
-    X: np.ndarray,
-    chunk_size: int,
-    validate: bool,
-    out: np.ndarray | None = None,
+    params: Params, X: np.ndarray, chunk_size: int, validate: bool
 ) -> Iterator[tuple[int, int, np.ndarray]]:
-    """Yield (start, stop, probabilities of rows start:stop), reusing one set of buffers.
+    """Yield (start, stop, probabilities of rows start:stop as (n_classes, rows)).
 
-    With ``out`` the probabilities are written straight into ``out[start:stop]``.
+    One set of buffers serves every chunk; the yielded array is overwritten by the next.
     """
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     dtype = params[0][0].dtype
+    layers = _with_columns(params)
     n = X.shape[0]
     m = min(chunk_size, max(n, 1))
-    hidden = [np.empty((m, W.shape[0]), dtype=dtype) for W, _ in params[:-1]]
-    last = np.empty((m, params[-1][0].shape[0]), dtype=dtype) if out is None else None
-    row = np.empty((m, 1), dtype=dtype)
+    acts = [np.empty((W.shape[0], m), dtype=dtype) for W, _ in params]
+    col = np.empty(m, dtype=dtype)
     for start in range(0, n, m):
         stop = min(start + m, n)
         chunk = X[start:stop]
@@ -80,6 +75,6 @@ def _iter_chunks(
         if chunk.dtype != dtype:
             chunk = chunk.astype(dtype)
         k = stop - start
-        proba = out[start:stop] if out is not None else last[:k]
-        _forward_into(params, chunk, [h[:k] for h in hidden] + [proba], row[:k])
-        yield start, stop, proba
+        chunk_acts = acts if k == m else [A[:, :k] for A in acts]
+        _forward_into(layers, chunk.T, chunk_acts, col[:k])
+        yield start, stop, chunk_acts[-1]

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -22,7 +23,7 @@ import numpy as np
 
 from model.config import ModelConfig
 from model.metrics import log_loss
-from model.network import Params, _backward_into, _forward_into, init_params
+from model.network import Params, _backward_into, _forward_into, _with_columns, init_params
 from model.predict import _predict_proba_unchecked
 from model.validation import InputError, check_feature_values, check_features, check_labels
 
@@ -96,7 +97,10 @@ def fit(
     best_loss, best_epoch, best_theta = math.inf, 0, trainer.theta.copy()
     stopped_early = False
     patience = config.early_stopping_patience
-    with np.errstate(over="ignore", invalid="ignore"):  # divergence is checked per epoch
+    with (
+        np.errstate(over="ignore", invalid="ignore"),  # divergence is checked per epoch
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-gather") as pool,
+    ):
         for epoch in range(1, config.epochs + 1):
             t0 = time.perf_counter()
             lr = learning_rate_at(config, epoch - 1)
@@ -104,7 +108,7 @@ def fit(
                 train_loss, train_acc = trainer.epoch(X_train, y_train, None, lr)
             else:
                 order = shuffle_rng.permutation(train_idx)
-                train_loss, train_acc = trainer.epoch(X, y[order], order, lr)
+                train_loss, train_acc = trainer.epoch(X, y[order], order, lr, pool)
             if not (math.isfinite(train_loss) and np.isfinite(trainer.theta).all()):
                 raise FloatingPointError(
                     f"training diverged in epoch {epoch} (train loss {train_loss}); "
@@ -169,7 +173,10 @@ def _loss_and_accuracy(y: np.ndarray, proba: np.ndarray) -> tuple[float, float]:
 
 
 class _Trainer:
-    """Flat parameter/gradient/velocity vectors and per-batch buffers for one fit."""
+    """Flat parameter/gradient/velocity vectors and per-batch buffers for one fit.
+
+    Buffers are in the kernels' layout, (units, samples); see model.network.
+    """
 
     def __init__(self, params: Params, config: ModelConfig) -> None:
         self.config = config
@@ -179,59 +186,113 @@ class _Trainer:
         self.velocity = np.zeros(n_total, dtype=np.float32) if config.momentum > 0 else None
         self.params = _views(self.theta, params, copy_values=True)
         self.grads = _views(self.grad, params, copy_values=False)
+        self.layers = _with_columns(self.params)
         self.momentum = np.float32(config.momentum)
         self._bufs: dict[int, tuple[list[np.ndarray], ...]] = {}
 
     def buffers(self, m: int) -> tuple[list[np.ndarray], ...]:
-        """(hidden activations, their gradients, ReLU masks, [delta]) for ``m``-row batches."""
+        """(hidden activations, their gradients, ReLU masks, [delta, col]) for m samples."""
         if m not in self._bufs:
             widths = [W.shape[0] for W, _ in self.params]
-            hidden = [np.empty((m, w), dtype=np.float32) for w in widths[:-1]]
-            bufs = [np.empty((m, w), dtype=np.float32) for w in widths[:-1]]
-            masks = [np.empty((m, w), dtype=np.float32) for w in widths[:-1]]
-            delta = [np.empty((m, widths[-1]), dtype=np.float32)]
-            self._bufs[m] = (hidden, bufs, masks, delta)
+            hidden = [np.empty((w, m), dtype=np.float32) for w in widths[:-1]]
+            bufs = [np.empty((w, m), dtype=np.float32) for w in widths[:-1]]
+            masks = [np.empty((w, m), dtype=np.float32) for w in widths[:-1]]
+            scratch = [np.empty((widths[-1], m), dtype=np.float32), np.empty(m, np.float32)]
+            self._bufs[m] = (hidden, bufs, masks, scratch)
         return self._bufs[m]
 
     def epoch(
-        self, X: np.ndarray, y: np.ndarray, order: np.ndarray | None, lr: float
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        order: np.ndarray | None,
+        lr: float,
+        pool: ThreadPoolExecutor | None = None,
     ) -> tuple[float, float]:
         """One pass of SGD over X's rows ``order`` (None: all rows as one batch, no gather).
 
-        ``y`` holds the labels of the rows in ``order``'s order. Returns the epoch's running
+        ``y`` holds the labels of the rows in ``order``'s order. With ``pool``, batches are
+        gathered in a background thread (see ``_gathered``). Returns the epoch's running
         (train loss, train accuracy): each batch's predictions before its update.
         """
         n = X.shape[0] if order is None else order.size
         B = n if order is None else min(self.config.batch_size or n, n)
         k = self.params[-1][0].shape[0]
-        onehot_all = np.eye(k, dtype=np.float32)[y]  # (n, k); 2.2 MB for MNIST
-        proba_all = np.empty((n, k), dtype=np.float32)  # each batch's softmax output
-        row = np.empty((B, 1), dtype=np.float32)
-        params, grads, step = self.params, self.grads, self._step
-        for start in range(0, n, B):
-            stop = min(start + B, n)
-            m = stop - start
-            hidden, bufs, masks, (delta,) = self.buffers(m)
-            # The gather: faster here than np.take(..., out=) into a fixed buffer.
-            xb = X if order is None else X[order[start:stop]]
-            proba = proba_all[start:stop]
-            _forward_into(params, xb, [*hidden, proba], row[:m])
-            # Softmax + cross-entropy: dLoss/dZ = probs - Y (see network.backward);
-            # alpha/m is folded in here, once, on an (m, k) array.
-            np.subtract(proba, onehot_all[start:stop], out=delta)
-            delta *= np.float32(lr / m)
-            _backward_into(params, xb, hidden, delta, grads, bufs, masks)
-            step()
-        return _loss_and_accuracy(y, proba_all)
+        onehot_t = np.eye(k, dtype=np.float32)[:, y]  # (k, n); 2.2 MB for MNIST
+        proba_t = np.empty((k, n), dtype=np.float32)  # each batch's softmax output
+        layers, params, grads, step = self.layers, self.params, self.grads, self._step
+        if order is None:
+            chunks: Iterator[tuple[int, np.ndarray]] = iter([(0, X)])
+        else:
+            chunks = _gathered(X, order, B * max(1, _GATHER_ROWS // B), pool)
+        for offset, xs in chunks:
+            for start in range(offset, offset + xs.shape[0], B):
+                stop = min(start + B, n)
+                m = stop - start
+                hidden, bufs, masks, (delta, col) = self.buffers(m)
+                xb_t = xs[start - offset : stop - offset].T
+                proba = proba_t[:, start:stop]
+                _forward_into(layers, xb_t, [*hidden, proba], col)
+                # Softmax + cross-entropy: dLoss/dZ = probs - Y (see network.backward);
+                # alpha/m is folded in here, once, on a (k, m) array.
+                np.subtract(proba, onehot_t[:, start:stop], delta)
+                np.multiply(delta, np.float32(lr / m), delta)
+                _backward_into(params, xb_t, hidden, delta, grads, bufs, masks)
+                step()
+        return _loss_and_accuracy_t(y, proba_t)
 
     def _step(self) -> None:
         """theta -= g (plain), or v = mu*v - g; theta += v; g already holds alpha*grad."""
         if self.velocity is None:
-            self.theta -= self.grad
+            np.subtract(self.theta, self.grad, self.theta)
         else:
-            self.velocity *= self.momentum
-            self.velocity -= self.grad
-            self.theta += self.velocity
+            np.multiply(self.velocity, self.momentum, self.velocity)
+            np.subtract(self.velocity, self.grad, self.velocity)
+            np.add(self.theta, self.velocity, self.theta)
+
+
+_GATHER_ROWS = 1024  # rows per background gather: 3 MB of MNIST, two buffers in flight
+
+
+def _gathered(
+    X: np.ndarray, order: np.ndarray, rows: int, pool: ThreadPoolExecutor | None
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield (offset, X[order[offset:offset + rows]]) for offsets 0, rows, 2*rows, ...
+
+    The shuffled gather is a third of an epoch's time for the 784-10-10 network and is
+    memory-bound, so with a ``pool`` the next block is gathered on the other core while
+    this one trains (np.take releases the GIL). Two buffers alternate; a block is only
+    overwritten after the consumer has asked for the one after it.
+    """
+    n = order.size
+    bufs = [np.empty((min(rows, n), X.shape[1]), dtype=X.dtype) for _ in range(2)]
+
+    def gather(j: int) -> np.ndarray:
+        idx = order[j * rows : (j + 1) * rows]
+        out = bufs[j % 2][: idx.size]
+        # mode="clip" (indices are valid by construction) lets take write into `out`
+        # directly; the default "raise" goes through a temporary copy.
+        return np.take(X, idx, axis=0, out=out, mode="clip")
+
+    n_blocks = -(-n // rows)
+    if pool is None:
+        for j in range(n_blocks):
+            yield j * rows, gather(j)
+        return
+    future = pool.submit(gather, 0)
+    for j in range(n_blocks):
+        block = future.result()
+        if j + 1 < n_blocks:
+            future = pool.submit(gather, j + 1)
+        yield j * rows, block
+
+
+def _loss_and_accuracy_t(y: np.ndarray, proba_t: np.ndarray) -> tuple[float, float]:
+    """Like ``_loss_and_accuracy`` for probabilities laid out (n_classes, n_samples)."""
+    p_true = proba_t[y, np.arange(y.size)]
+    eps = np.finfo(proba_t.dtype).eps
+    loss = -np.mean(np.log(np.clip(p_true, eps, 1.0)), dtype=np.float64)
+    return float(loss), float(np.mean(np.argmax(proba_t, axis=0) == y))
 
 
 def _views(flat: np.ndarray, like: Params, *, copy_values: bool) -> Params:

@@ -12,8 +12,8 @@ Rows and lines: every ``\\n``-terminated physical line after the header is one r
 row's ImageId and line number always differ by the header's one line. ``\\r\\n`` endings are
 accepted; a final newline does not start a row, but a blank line anywhere else is a row
 rejected as ``empty row``. Quoted fields are understood within a line; a quoted field
-holding a newline is not supported and yields rejected rows (the line with the opening
-quote, then the continuation lines).
+holding a newline is not supported and yields rejected rows: a line with an odd number of
+quote characters is rejected as ``unbalanced quotes``.
 
 Speed: each chunk is first scanned with vectorised NumPy byte arithmetic that accepts only
 canonical rows (the right number of comma-separated fields, each pixel 1-3 ASCII digits
@@ -31,12 +31,12 @@ import re
 import threading
 import zlib
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 import numpy as np
 
@@ -46,6 +46,8 @@ LABEL_NAME = "label"
 # A Kaggle row is at most ~3.2 kB; anything this long is not a pixel CSV, and the cap keeps
 # memory bounded on binary or newline-free input.
 MAX_LINE_BYTES = 1 << 20
+READ_BYTES = 1 << 20
+T = TypeVar("T")
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _OTHER_MAGIC = {
@@ -58,6 +60,7 @@ _OTHER_MAGIC = {
 # Names the output uses; a carried-through input column may not shadow them.
 OUTPUT_COLUMNS = ("ImageId", "Label", "Confidence", "TrueLabel")
 _INTEGER = re.compile(r"[+-]?[0-9]+")
+UNBALANCED_QUOTES = "unbalanced quotes (quoted newlines are not supported)"
 _COMMA, _NEWLINE, _ZERO = 44, 10, 48
 
 
@@ -104,6 +107,11 @@ class Layout:
             limit[self.label_col] = 9
         limit[list(self.extra_cols)] = np.iinfo(np.uint16).max
         return limit
+
+    @cached_property
+    def numeric_limits(self) -> list[int]:
+        """The largest valid value of each numeric column, aligned with numeric_cols."""
+        return [int(self.limits[c]) for c in self.numeric_cols]
 
 
 @dataclass
@@ -222,11 +230,14 @@ def careful_row(line: bytes, layout: Layout) -> tuple[list[int] | None, list[str
     text = line.decode("utf-8", errors="replace")
     if not text.strip():
         return None, [], "empty row"
+    # Well-formed quoting always pairs up. An odd count is a quoted field cut by a newline
+    # (both halves of it have one), which we do not support; the csv module would accept
+    # the second half as a row with a stray quote in it.
+    if text.count('"') % 2:
+        return None, [], UNBALANCED_QUOTES
     try:
         fields = next(csv.reader([text], strict=True))
     except csv.Error as e:
-        if "unexpected end of data" in str(e):
-            return None, [], "unterminated quoted field (quoted newlines are not supported)"
         if "new-line character" in str(e):
             return None, [], "carriage return inside an unquoted field"
         return None, [], f"malformed CSV ({e})"
@@ -242,9 +253,8 @@ def careful_row(line: bytes, layout: Layout) -> tuple[list[int] | None, list[str
         pass
     else:
         joined = "".join(raw)
-        limits = layout.limits[list(layout.numeric_cols)]
         if joined.isascii() and "_" not in joined and min(values) >= 0:
-            if all(v <= hi for v, hi in zip(values, limits.tolist(), strict=True)):
+            if all(v <= hi for v, hi in zip(values, layout.numeric_limits, strict=True)):
                 return values, extras, None
     values = []
     for col in layout.numeric_cols:
@@ -509,58 +519,97 @@ class PixelCsvReader:
         self.close()
 
     def _readline(self, line_no: int) -> bytes:
-        try:
-            line = self._f.readline(MAX_LINE_BYTES + 1)
-        except (gzip.BadGzipFile, EOFError, zlib.error) as e:
-            raise InputFileError(self.path, f"corrupt or truncated gzip data ({e})") from None
+        line = self._read(self._f.readline, MAX_LINE_BYTES + 1)
         if len(line) > MAX_LINE_BYTES:
-            if b"\0" in line:
-                raise InputFileError(self.path, f"is binary, not a text CSV (line {line_no})")
-            raise InputFileError(self.path, f"line {line_no} is longer than 1 MiB")
+            self._too_long(line, line_no)
         return line
 
+    def _read(self, method: Callable[[int], bytes], size: int) -> bytes:
+        try:
+            return method(size)
+        except (gzip.BadGzipFile, EOFError, zlib.error) as e:
+            raise InputFileError(self.path, f"corrupt or truncated gzip data ({e})") from None
+
+    def _too_long(self, data: bytes, line_no: int) -> None:
+        if b"\0" in data:
+            raise InputFileError(self.path, f"is binary, not a text CSV (line {line_no})")
+        raise InputFileError(self.path, f"line {line_no} is longer than 1 MiB")
+
     def raw_chunks(self) -> Iterator[tuple[bytes, int]]:
-        """Yield (chunk, n_lines): up to chunk_rows whole lines, the chunk ending in '\\n'."""
-        line_no = self.layout.header_lines + 1
-        lines: list[bytes] = []
+        """Yield (chunk, n_lines): up to chunk_rows whole lines, the chunk ending in '\\n'.
+
+        Reads fixed-size blocks and cuts at the chunk_rows-th newline (found with NumPy,
+        which releases the GIL), so the reading thread does little Python per row.
+        """
+        parts: list[bytes] = []
+        part_nls: list[np.ndarray] = []  # newline offsets within the pending bytes
+        size = n_nl = 0
+        tail = 0  # bytes after the last newline
+        lines_before = self.layout.header_lines  # physical lines already emitted
         if self._pushback is not None:
-            lines.append(self._pushback)
-            line_no += 1
+            parts.append(self._pushback)
+            part_nls.append(np.flatnonzero(np.frombuffer(self._pushback, np.uint8) == 10))
+            size, n_nl = len(self._pushback), len(part_nls[0])
+            tail = 0 if n_nl else size
             self._pushback = None
+        eof = False
         while True:
-            while len(lines) < self.chunk_rows:
-                line = self._readline(line_no)
-                if not line:
+            while n_nl < self.chunk_rows and not eof:
+                data = self._read(self._f.read, READ_BYTES)
+                if not data:
+                    eof = True
                     break
-                lines.append(line)
-                line_no += 1
-            if not lines:
+                nl = np.flatnonzero(np.frombuffer(data, np.uint8) == 10)
+                parts.append(data)
+                part_nls.append(nl + size)
+                size += len(data)
+                n_nl += len(nl)
+                tail = len(data) - 1 - int(nl[-1]) if len(nl) else tail + len(data)
+                if tail > MAX_LINE_BYTES:
+                    self._too_long(data, lines_before + n_nl + 1)
+            if size == 0:
                 return
-            chunk = b"".join(lines)
-            if not chunk.endswith(b"\n"):  # the last line had no terminator
+            buf = parts[0] if len(parts) == 1 else b"".join(parts)
+            nls = part_nls[0] if len(part_nls) == 1 else np.concatenate(part_nls)
+            if n_nl >= self.chunk_rows:
+                take, cut = self.chunk_rows, int(nls[self.chunk_rows - 1]) + 1
+            else:  # end of file: the rest, including a last line without a newline
+                take, cut = n_nl + (1 if tail else 0), size
+            chunk = buf[:cut]
+            if tail and cut == size:
                 chunk += b"\n"
             if b"\r" in chunk:
                 chunk = chunk.replace(b"\r\n", b"\n")
-            yield chunk, len(lines)
-            if len(lines) < self.chunk_rows:
-                return
-            lines = []
+            yield chunk, take
+            lines_before += take
+            rest = buf[cut:]
+            if not rest:
+                if eof:
+                    return
+                parts, part_nls, size, n_nl = [], [], 0, 0
+                continue
+            parts, part_nls = [rest], [nls[take:] - cut]
+            size, n_nl = len(rest), len(nls) - take
 
-    def __iter__(self) -> Iterator[ParsedChunk]:
-        """Parsed chunks in file order; parsing runs on a small thread pool.
+    def chunks(
+        self, then: Callable[[ParsedChunk], T] | None = None
+    ) -> Iterator[tuple[ParsedChunk, T | None]]:
+        """Yield (parsed chunk, then(chunk)) in file order; parsing runs on a thread pool.
 
-        NumPy releases the GIL in the scan, so two workers use both cores, while at most
-        ``workers + 1`` chunks are in flight to keep memory bounded.
+        ``then`` runs in the worker too (e.g. turning pixels into model input), so it shares
+        the cores. NumPy releases the GIL in the scan, so two workers use both cores; at
+        most ``workers + 1`` chunks are in flight, which keeps memory bounded.
         """
         local = threading.local()
 
-        def work(chunk: bytes, first_row: int) -> ParsedChunk:
+        def work(chunk: bytes, first_row: int) -> tuple[ParsedChunk, T | None]:
             ws = getattr(local, "ws", None)
             if ws is None or ws.cap < len(chunk):
                 ws = local.ws = _Workspace(int(len(chunk) * 1.25))
-            return parse_chunk(chunk, first_row, self.layout, ws, fast=self.fast)
+            parsed = parse_chunk(chunk, first_row, self.layout, ws, fast=self.fast)
+            return parsed, (then(parsed) if then is not None else None)
 
-        pending: deque[Future[ParsedChunk]] = deque()
+        pending: deque[Future[tuple[ParsedChunk, T | None]]] = deque()
         first_row = 0
         with ThreadPoolExecutor(self.workers, thread_name_prefix="csv-parse") as pool:
             try:

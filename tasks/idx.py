@@ -28,11 +28,11 @@ def parse_idx(data: bytes, name: str, expected_magic: int) -> np.ndarray:
     """
     ndim = 3 if expected_magic == IMAGES_MAGIC else 1
     header_len = 4 + 4 * ndim
+    magic = int.from_bytes(data[:4], "big") if len(data) >= 4 else None
+    if magic is not None and magic != expected_magic:
+        raise IdxFormatError(f"{name}: magic number {magic}, expected {expected_magic}")
     if len(data) < header_len:
         raise IdxFormatError(f"{name}: too few bytes for an IDX header ({len(data)} bytes)")
-    magic = int.from_bytes(data[:4], "big")
-    if magic != expected_magic:
-        raise IdxFormatError(f"{name}: magic number {magic}, expected {expected_magic}")
     dims = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     if ndim == 3 and dims[1:] != (IMAGE_SIDE, IMAGE_SIDE):
         raise IdxFormatError(

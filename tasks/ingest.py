@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger, task
+from prefect.cache_policies import INPUTS, TASK_SOURCE
 
 from tasks.caching import CONTENT
 from tasks.dataset import write_split
@@ -121,8 +122,10 @@ def _retry_if_transient(task: Any, task_run: Any, state: Any) -> bool:
     return isinstance(state.result(raise_on_failure=False), TransientFetchError)
 
 
+# The mirror list is left out of the key: a verified file is the same whichever mirror
+# served it, so switching mirrors must not trigger a download.
 @task(
-    cache_policy=CONTENT,
+    cache_policy=(INPUTS - "mirrors") + TASK_SOURCE,
     retries=3,
     retry_delay_seconds=[2, 5, 15],
     retry_jitter_factor=0.5,

@@ -7,6 +7,7 @@ Nothing here runs at import time; callers build a ``Settings`` with ``Settings.f
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,10 +27,12 @@ MNIST_SHA256: dict[str, str] = {
     "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
 }
 
+# One mirror base, or several separated by white space, tried in order.
 ENV_MIRROR = "MNIST_MIRROR"
 ENV_ARTIFACTS = "MNIST_ARTIFACTS_DIR"
 # Comma-separated seconds between download retries; tests shorten them.
 ENV_RETRY_DELAYS = "MNIST_RETRY_DELAYS"
+# A sha256sum-style file of IDX checksums replacing MNIST's (for private or synthetic data).
 ENV_CHECKSUMS = "MNIST_CHECKSUMS_FILE"
 
 DEFAULT_RETRY_DELAYS: tuple[float, ...] = (2.0, 5.0, 15.0)
@@ -48,17 +51,18 @@ class Settings:
     def from_env(
         cls,
         artifacts: str | Path | None = None,
-        mirror: str | None = None,
+        mirror: str | Sequence[str] | None = None,
         checksums_file: str | Path | None = None,
     ) -> Settings:
         """Build settings from arguments, falling back to environment variables."""
         root = artifacts or os.environ.get(ENV_ARTIFACTS) or "artifacts"
-        mirror = mirror or os.environ.get(ENV_MIRROR)
+        mirror = mirror or os.environ.get(ENV_MIRROR, "").split()
+        mirrors = tuple(_absolute(m) for m in ([mirror] if isinstance(mirror, str) else mirror))
         delays = os.environ.get(ENV_RETRY_DELAYS)
         checksums_file = checksums_file or os.environ.get(ENV_CHECKSUMS)
         return cls(
             artifacts=Path(root).expanduser().resolve(),
-            mirrors=(mirror,) if mirror else DEFAULT_MIRRORS,
+            mirrors=mirrors or DEFAULT_MIRRORS,
             checksums=read_checksums(Path(checksums_file))
             if checksums_file
             else dict(MNIST_SHA256),
@@ -83,6 +87,11 @@ class Settings:
     def results_dir(self) -> Path:
         """Prefect result and cache-record storage, shared by CLI, serve and workers."""
         return self.artifacts / ".prefect-results"
+
+
+def _absolute(mirror: str) -> str:
+    """Resolve a local mirror folder now, so that runs in other working folders find it."""
+    return mirror if "://" in mirror else str(Path(mirror).expanduser().resolve())
 
 
 def read_checksums(path: Path) -> dict[str, str]:

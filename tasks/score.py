@@ -1,0 +1,329 @@
+"""Batch-score a pixel CSV: stream rows, validate, predict, write predictions and rejects.
+
+``score_file`` is the engine behind the scoring task; it knows nothing of Prefect or of
+how the model is loaded - it takes a ``predict_proba`` callable. Reading and validation
+live in ``tasks.csv_input``; this module owns the outputs:
+
+* predictions (CSV or Parquet): ``ImageId,Label,Confidence`` (+ ``TrueLabel`` when the
+  input had labels, + carried-through columns), rows in input order, ``ImageId`` the
+  1-based data-row index (Kaggle's submission convention);
+* rejects (CSV, only when some row was rejected): ``ImageId,Line,Reason``.
+
+Both are written to a temp file in the destination directory and moved into place with
+``os.replace`` only after the whole input was read, so an interrupted run leaves either
+the previous files or the new ones, never a partial file under the real name. The rejects
+file is committed (or a stale one removed) before the predictions, so a fresh predictions
+file always comes with its own rejects.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+
+from tasks.csv_input import (
+    OUTPUT_COLUMNS,
+    InputFileError,
+    Layout,
+    ParsedChunk,
+    PixelCsvReader,
+)
+
+__all__ = ["OUTPUT_COLUMNS", "InputFileError", "ScoreSummary", "score_file"]
+
+N_CLASSES = 10
+REJECT_COLUMNS = ("ImageId", "Line", "Reason")
+DEFAULT_CHUNK_ROWS = 2048  # ~3.7 MB of Kaggle CSV per chunk; see benchmarks/README.md
+PARQUET_ROW_GROUP = 65_536  # chunks are small; batch them so row groups are not tiny
+
+
+@dataclass
+class ScoreSummary:
+    """What one scoring run did; ``to_dict()`` is JSON-ready."""
+
+    file: str
+    rows: int  # data rows in the input (scored + rejected)
+    scored: int
+    rejected: int
+    label_counts: dict[int, int]  # predicted digit -> count, all ten digits present
+    has_labels: bool
+    accuracy: float | None  # None without labels or with nothing scored
+    confusion_matrix: list[list[int]] | None  # [true][predicted], None without labels
+    output: str
+    rejects: str | None  # the rejects path, only if some row was rejected
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain dict of the fields (label_counts keys stay ints)."""
+        return asdict(self)
+
+
+class _AtomicFile:
+    """A temp file beside ``path`` that becomes ``path`` only on commit()."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        self.tmp = Path(tmp)
+        self.file: BinaryIO = os.fdopen(fd, "wb")
+
+    def commit(self) -> None:
+        self.file.flush()
+        os.fsync(self.file.fileno())  # the rename must not land before the data does
+        self.file.close()
+        os.replace(self.tmp, self.path)
+
+    def discard(self) -> None:
+        with contextlib.suppress(OSError):
+            self.file.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+def _csv_line(values: tuple[str, ...]) -> bytes:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerow(values)
+    return buf.getvalue().encode("utf-8")
+
+
+class _PredictionWriter:
+    """Streams prediction tables to a CSV or Parquet temp file."""
+
+    def __init__(self, path: Path, fmt: Literal["csv", "parquet"], schema: pa.Schema) -> None:
+        self.out = _AtomicFile(path)
+        self.schema = schema
+        self.fmt = fmt
+        self.pending: list[pa.Table] = []
+        self.pending_rows = 0
+        try:
+            if fmt == "csv":
+                # Arrow always quotes header names, so the header is written here, plainly.
+                self.out.file.write(_csv_line(tuple(schema.names)))
+                opts = pa_csv.WriteOptions(include_header=False, quoting_style="needed")
+                self.writer: Any = pa_csv.CSVWriter(self.out.file, schema, write_options=opts)
+            else:
+                self.writer = pq.ParquetWriter(self.out.file, schema)
+        except BaseException:
+            self.out.discard()
+            raise
+
+    def write(self, table: pa.Table) -> None:
+        if self.fmt == "csv":
+            self.writer.write_table(table)
+            return
+        self.pending.append(table)
+        self.pending_rows += table.num_rows
+        if self.pending_rows >= PARQUET_ROW_GROUP:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.pending:
+            self.writer.write_table(pa.concat_tables(self.pending))
+        self.pending, self.pending_rows = [], 0
+
+    def commit(self) -> None:
+        if self.fmt == "parquet":
+            self._flush()
+        self.writer.close()  # neither writer closes the Python file it was handed
+        self.out.commit()
+
+    def discard(self) -> None:
+        with contextlib.suppress(Exception):
+            self.writer.close()
+        self.out.discard()
+
+
+class _RejectsWriter:
+    """Writes rejects to a temp file created on the first reject; commit() settles the path."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.out: _AtomicFile | None = None
+        self.count = 0
+
+    def write(self, rows: list[tuple[int, int, str]]) -> None:
+        if not rows:
+            return
+        if self.out is None:
+            self.out = _AtomicFile(self.path)
+            self.out.file.write(_csv_line(REJECT_COLUMNS))
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerows(rows)
+        self.out.file.write(buf.getvalue().encode("utf-8"))
+        self.count += len(rows)
+
+    def commit(self) -> None:
+        if self.out is not None:
+            self.out.commit()
+        elif self.path.is_file():
+            self.path.unlink()  # a stale rejects file would blame rows that are fine now
+
+    def discard(self) -> None:
+        if self.out is not None:
+            self.out.discard()
+
+
+class _Tally:
+    """Running counts for the summary."""
+
+    def __init__(self, has_labels: bool) -> None:
+        self.rows = 0
+        self.scored = 0
+        self.label_counts = np.zeros(N_CLASSES, np.int64)
+        self.confusion = np.zeros((N_CLASSES, N_CLASSES), np.int64) if has_labels else None
+
+    def add(self, n_rows: int, pred: np.ndarray, true: np.ndarray | None) -> None:
+        self.rows += n_rows
+        self.scored += len(pred)
+        self.label_counts += np.bincount(pred, minlength=N_CLASSES)
+        if self.confusion is not None and true is not None:
+            flat = true.astype(np.int64) * N_CLASSES + pred
+            self.confusion += np.bincount(flat, minlength=N_CLASSES**2).reshape(
+                N_CLASSES, N_CLASSES
+            )
+
+
+def output_schema(layout: Layout) -> pa.Schema:
+    """The predictions' columns for an input of this layout."""
+    fields = [
+        pa.field("ImageId", pa.int64()),
+        pa.field("Label", pa.int8()),
+        pa.field("Confidence", pa.float32()),
+    ]
+    if layout.label_col is not None:
+        fields.append(pa.field("TrueLabel", pa.int8()))
+    fields += [pa.field(name, pa.string()) for name in layout.extra_names]
+    return pa.schema(fields)
+
+
+def model_input(chunk: ParsedChunk) -> np.ndarray:
+    """float32 pixel/255 of shape (n_ok, 784): what predict_proba takes."""
+    x = chunk.pixels.astype(np.float32)
+    x /= np.float32(255)  # divide, not multiply by 1/255: the same numbers training used
+    return x
+
+
+def _predict(
+    predict_proba: Callable[[np.ndarray], np.ndarray], x: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(labels int64, confidences float32) for model input ``x`` of shape (n, 784)."""
+    proba = np.asarray(predict_proba(x))
+    if proba.shape != (len(x), N_CLASSES):
+        raise ValueError(
+            f"predict_proba returned shape {proba.shape}, expected ({len(x)}, {N_CLASSES})"
+        )
+    labels = proba.argmax(axis=1)
+    conf = proba[np.arange(len(x)), labels].astype(np.float32)
+    return labels, conf
+
+
+def _score_chunk(
+    chunk: ParsedChunk,
+    x: np.ndarray,
+    layout: Layout,
+    schema: pa.Schema,
+    predict_proba: Callable[[np.ndarray], np.ndarray],
+) -> tuple[pa.Table, list[tuple[int, int, str]], np.ndarray]:
+    """Predict one chunk: (predictions table, reject rows, predicted labels)."""
+    if len(chunk.pixels):
+        labels, conf = _predict(predict_proba, x)
+    else:  # every row rejected: don't hand the model an empty batch
+        labels, conf = np.empty(0, np.int64), np.empty(0, np.float32)
+    columns: list[Any] = [chunk.first_row + 1 + chunk.ok_rows, labels, conf]
+    if chunk.labels is not None:
+        columns.append(chunk.labels)
+    columns += chunk.extras
+    table = pa.Table.from_arrays(
+        [pa.array(c, type=f.type) for c, f in zip(columns, schema, strict=True)], schema=schema
+    )
+    image_id0 = chunk.first_row + 1
+    rejects = [
+        (image_id0 + r, image_id0 + r + layout.header_lines, reason) for r, reason in chunk.rejects
+    ]
+    return table, rejects, labels
+
+
+def _check_paths(input_path: Path, output_path: Path, rejects_path: Path) -> None:
+    resolved = [p.resolve() for p in (input_path, output_path, rejects_path)]
+    if len(set(resolved)) != 3:
+        raise ValueError(
+            "input, output and rejects paths must be three different files, got "
+            f"{input_path}, {output_path}, {rejects_path}"
+        )
+
+
+def score_file(
+    input_path: Path,
+    output_path: Path,
+    rejects_path: Path,
+    predict_proba: Callable[[np.ndarray], np.ndarray],
+    *,
+    fmt: Literal["csv", "parquet"] = "csv",
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    workers: int = 2,
+) -> ScoreSummary:
+    """Score every row of ``input_path``; write predictions and rejects; return a summary.
+
+    ``predict_proba`` maps float32 pixels/255 of shape (n, 784) to probabilities of shape
+    (n, 10). Memory is bounded by ``chunk_rows`` x ``workers``, not by the file's size.
+    Raises InputFileError (writing nothing) for file-level problems; rows with problems go
+    to ``rejects_path`` and every other row is scored.
+    """
+    start = time.perf_counter()
+    input_path, output_path, rejects_path = Path(input_path), Path(output_path), Path(rejects_path)
+    if fmt not in ("csv", "parquet"):
+        raise ValueError(f"fmt must be 'csv' or 'parquet', got {fmt!r}")
+    _check_paths(input_path, output_path, rejects_path)
+
+    with PixelCsvReader(input_path, chunk_rows=chunk_rows, workers=workers) as reader:
+        layout = reader.layout
+        schema = output_schema(layout)
+        for p in (output_path, rejects_path):
+            p.parent.mkdir(parents=True, exist_ok=True)
+        tally = _Tally(has_labels=layout.label_col is not None)
+        predictions = _PredictionWriter(output_path, fmt, schema)
+        rejects = _RejectsWriter(rejects_path)
+        try:
+            with contextlib.closing(reader.chunks(then=model_input)) as chunks:
+                for chunk, x in chunks:
+                    table, bad, labels = _score_chunk(chunk, x, layout, schema, predict_proba)
+                    predictions.write(table)
+                    rejects.write(bad)
+                    tally.add(chunk.n_rows, labels, chunk.labels)
+            rejects.commit()
+            predictions.commit()
+        except BaseException:
+            predictions.discard()
+            rejects.discard()
+            raise
+
+    accuracy = confusion = None
+    if tally.confusion is not None:
+        confusion = tally.confusion.tolist()
+        if tally.scored:
+            accuracy = float(np.trace(tally.confusion) / tally.scored)
+    return ScoreSummary(
+        file=str(input_path),
+        rows=tally.rows,
+        scored=tally.scored,
+        rejected=rejects.count,
+        label_counts={d: int(c) for d, c in enumerate(tally.label_counts)},
+        has_labels=layout.label_col is not None,
+        accuracy=accuracy,
+        confusion_matrix=confusion,
+        output=str(output_path),
+        rejects=str(rejects_path) if rejects.count else None,
+        seconds=time.perf_counter() - start,
+    )

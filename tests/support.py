@@ -1,0 +1,178 @@
+"""Test helpers: synthetic IDX data, a fault-injecting HTTP mirror, a Prefect server."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import http.server
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+REAL_MNIST = REPO.parent / "shared" / "mnist"
+
+FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """Encode a uint8 array as IDX: magic 2051 for (n, 28, 28) images, 2049 for labels."""
+    magic = 2051 if array.ndim == 3 else 2049
+    header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+def synthetic_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Learnable fake digits: each class is a fixed random blob pattern plus noise."""
+    prototypes = np.random.default_rng(1234).random((10, 28, 28)) > 0.7
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 10
+    rng.shuffle(labels)
+    noise = rng.integers(0, 60, size=(n, 28, 28))
+    images = np.where(prototypes[labels], 200, 0) + noise
+    return np.clip(images, 0, 255).astype(np.uint8), labels.astype(np.uint8)
+
+
+def write_mirror(folder: Path, n_train: int = 300, n_test: int = 100, **overrides: bytes) -> Path:
+    """Write four synthetic .gz IDX files and a SHA256SUMS.raw; ``overrides`` replace IDX bytes.
+
+    Returns the checksums file. Overridden files get their own checksum, so a broken
+    file still passes download verification and reaches the parser.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    contents: dict[str, bytes] = {}
+    for split, n, seed in (("train", n_train, 1), ("test", n_test, 2)):
+        images, labels = synthetic_digits(n, seed)
+        images_name, labels_name = FILES[split]
+        contents[images_name] = idx_bytes(images)
+        contents[labels_name] = idx_bytes(labels)
+    contents.update({k.replace("_", "-"): v for k, v in overrides.items()})
+    sums = []
+    for name, data in contents.items():
+        (folder / f"{name}.gz").write_bytes(gzip.compress(data, mtime=0))
+        sums.append(f"{hashlib.sha256(data).hexdigest()}  {name}")
+    checksums = folder / "SHA256SUMS.raw"
+    checksums.write_text("\n".join(sums) + "\n")
+    return checksums
+
+
+class FaultyMirror:
+    """A real HTTP server on 127.0.0.1 serving a folder, with scripted faults per file.
+
+    ``faults[name]`` is a list consumed one request at a time: "503", "404", "403",
+    "truncate" (promise the full length, send half, close) or "corrupt" (flip a byte).
+    Once the list is empty the file is served intact. ``hits`` counts requests per file.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.faults: dict[str, list[str]] = defaultdict(list)
+        self.hits: Counter[str] = Counter()
+        mirror = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+                name = self.path.rsplit("/", 1)[-1]
+                mirror.hits[name] += 1
+                fault = mirror.faults[name].pop(0) if mirror.faults[name] else "ok"
+                path = mirror.folder / name
+                if fault in ("503", "404", "403") or not path.is_file():
+                    self.send_error(int(fault) if fault != "ok" else 404)
+                    return
+                body = path.read_bytes()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if fault == "truncate":
+                    self.wfile.write(body[: len(body) // 2])
+                    self.close_connection = True
+                    return
+                if fault == "corrupt":
+                    body = body[:100] + bytes([body[100] ^ 0xFF]) + body[101:]
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_healthy(url: str, timeout: float, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before {url} was healthy")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"{url} not healthy after {timeout} s")
+
+
+def start_prefect_server(home: Path, log: Path) -> tuple[subprocess.Popen, str]:
+    """Start ``prefect server start`` on a free loopback port; return (process, api url)."""
+    port = free_port()
+    env = {**os.environ, "PREFECT_HOME": str(home)}
+    env.pop("PREFECT_API_URL", None)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "prefect",
+            "server",
+            "start",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    api = f"http://127.0.0.1:{port}/api"
+    wait_healthy(f"{api}/health", timeout=180, proc=proc)
+    return proc, api
+
+
+def stop_process_group(proc: subprocess.Popen, timeout: float = 20) -> None:
+    """SIGTERM the process group, then SIGKILL it if it lingers."""
+    import signal
+
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=timeout)
+    except ProcessLookupError:
+        pass
