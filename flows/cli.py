@@ -65,7 +65,73 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(ingest)
     ingest.add_argument("--force", action="store_true", help="ignore caches and rebuild")
     ingest.set_defaults(handler=_cmd_ingest)
+
+    train = sub.add_parser(
+        "train",
+        help="ingest, train, evaluate, save and promote a model (the main job)",
+        description="Run the mnist-training flow: ingest MNIST, train the NumPy network, "
+        "evaluate it on the 10,000 held-out test images, save it as "
+        "artifacts/models/<version>/, and make it champion unless its test accuracy is lower "
+        "than the current champion's. Every step is cached: rerunning with the same "
+        "parameters recomputes nothing. Hyperparameters not given take the preset's value.",
+        epilog=EPILOG,
+    )
+    train.add_argument(
+        "--preset",
+        choices=["seed", "default", "wide"],
+        default="default",
+        help="seed: the notebook's setup, fixed; default: best 784-10-10; wide: best accuracy",
+    )
+    train.add_argument(
+        "--hidden", type=int, nargs="+", metavar="N", help="hidden layer widths, e.g. 256 128"
+    )
+    train.add_argument("--epochs", type=int, help="passes over the training split")
+    train.add_argument(
+        "--batch-size", type=_batch_size, metavar="N|full", help="mini-batch size, or full"
+    )
+    train.add_argument("--learning-rate", type=float, metavar="LR")
+    train.add_argument("--momentum", type=float, help="0 for plain SGD")
+    train.add_argument("--seed", type=int, help="drives init, validation split and shuffling")
+    train.add_argument(
+        "--validation-fraction", type=float, metavar="F", help="share of training rows held out"
+    )
+    _add_mirror(train)
+    _add_common(train)
+    train.add_argument("--force", action="store_true", help="ignore caches and recompute")
+    train.add_argument(
+        "--force-promote", action="store_true", help="make the new model champion regardless"
+    )
+    train.add_argument(
+        "--promote-tolerance",
+        type=float,
+        default=0.0,
+        metavar="T",
+        help="promote if test accuracy >= champion's minus T (default 0)",
+    )
+    train.set_defaults(handler=_cmd_train)
+
+    models = sub.add_parser("models", help="list saved models, or promote one (rollback)")
+    models_sub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+    listing = models_sub.add_parser("list", help="version, created, test accuracy, champion")
+    _add_common(listing)
+    listing.set_defaults(handler=_cmd_models_list)
+    promote = models_sub.add_parser("promote", help="make VERSION the champion")
+    promote.add_argument("version", metavar="VERSION")
+    _add_common(promote)
+    promote.set_defaults(handler=_cmd_models_promote)
     return parser
+
+
+def _batch_size(text: str) -> int:
+    if text == "full":
+        return 0
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number or 'full'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1 (or 'full')")
+    return value
 
 
 def _cmd_ingest(args: argparse.Namespace) -> int:
@@ -84,6 +150,74 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from tasks.train import resolve_config
+
+    overrides = {
+        "hidden": args.hidden,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "learning_rate": args.learning_rate,
+        "momentum": args.momentum,
+        "seed": args.seed,
+        "validation_fraction": args.validation_fraction,
+    }
+    try:
+        resolve_config(args.preset, **overrides)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+    from flows.console import print_steps
+    from flows.training import training_flow
+
+    result = training_flow(
+        preset=args.preset,
+        mirror=args.mirror,
+        artifacts=args.artifacts,
+        checksums_file=args.checksums,
+        force=args.force,
+        force_promote=args.force_promote,
+        promote_tolerance=args.promote_tolerance,
+        **overrides,
+    )
+    print_steps(result["steps"])
+    promotion = result["promotion"]
+    _say(f"test accuracy {result['test_accuracy']:.4f}, log-loss {result['test_log_loss']:.4f}")
+    _say(f"model:  {result['model']}")
+    _say(f"report: {promotion['report']}")
+    verdict = "champion" if promotion["promoted"] else "not promoted"
+    _say(f"{verdict}: {promotion['reason']}")
+    return EXIT_OK
+
+
+def _cmd_models_list(args: argparse.Namespace) -> int:
+    from tasks import registry
+
+    rows = registry.list_versions(Settings.from_env(artifacts=args.artifacts).models_dir)
+    if not rows:
+        _say("no models yet: run `mnist-pipeline train`")
+        return EXIT_OK
+    width = max(len(r["version"]) for r in rows)
+    _say(f"  {'version':<{width}}  {'created':<25}  test_accuracy")
+    for r in rows:
+        mark = "*" if r["champion"] else " "
+        _say(f"{mark} {r['version']:<{width}}  {r['created'][:25]:<25}  {r['test_accuracy']:.4f}")
+    return EXIT_OK
+
+
+def _cmd_models_promote(args: argparse.Namespace) -> int:
+    from tasks import registry
+
+    models_dir = Settings.from_env(artifacts=args.artifacts).models_dir
+    decision = registry.promote(models_dir, args.version)
+    _say(f"champion: {decision['version']}")
+    return EXIT_OK
+
+
+class UsageError(Exception):
+    """An invocation that cannot run: bad flag values."""
+
+
 def _say(line: str) -> None:
     sys.stdout.write(line + "\n")
 
@@ -97,10 +231,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     Path(os.environ["PREFECT_HOME"]).expanduser().mkdir(parents=True, exist_ok=True)
 
     from flows.console import USER_ERRORS, err, quiet_user_error_tracebacks
+    from tasks.registry import ModelError
 
     quiet_user_error_tracebacks()
     try:
         return args.handler(args)
+    except (UsageError, ModelError) as exc:
+        err(f"mnist-pipeline {args.command}: error: {exc}")
+        return EXIT_USAGE
     except USER_ERRORS as exc:
         err(f"mnist-pipeline {args.command}: error: {exc}")
         return EXIT_FAILED

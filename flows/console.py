@@ -13,9 +13,12 @@ USER_ERRORS: tuple[type[BaseException], ...] = (PipelineError,)
 
 
 class _HideUserErrorTracebacks(logging.Filter):
-    """Drop the traceback from Prefect's log records when the error is the user's input."""
+    """Drop the traceback from Prefect's log records when the error is the user's input,
+    and the lines about the step-timing hook."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if "hook '_record_seconds'" in str(record.msg).lower():
+            return False  # the step-timing hook is plumbing, not news
         if record.exc_info and isinstance(record.exc_info[1], USER_ERRORS):
             record.msg = record.getMessage().splitlines()[0]
             record.args = ()

@@ -267,7 +267,8 @@ def _with(col: int, value: str, label: object = None) -> str:
         (_with(9, "0" * 30), None),  # leading zeros: fine, value 0
         ("", "empty row"),
         ("   ", "empty row"),
-        (_with(2, '"1'), "unterminated quoted field (quoted newlines are not supported)"),
+        (_with(2, '"1'), "unbalanced quotes (quoted newlines are not supported)"),
+        (_with(2, '"1"'), None),  # quoted, balanced: fine
     ],
 )
 def test_bad_row_goes_to_rejects_with_exact_reason(tmp_path, bad_line, reason):
@@ -329,11 +330,12 @@ def test_quoted_newline_is_rejected_not_swallowed(tmp_path):
     header = "id," + TEST_HEADER
     lines = [header, '"two\nlines",' + line(image(0)), "ok," + line(image(1))]
     s = run(tmp_path, write(tmp_path / "in.csv", lines))
+    # Both halves of the split record are rejected; the line after them is scored.
     assert (s.rows, s.scored, s.rejected) == (3, 1, 2)
     assert (tmp_path / "rejects.csv").read_text() == (
         "ImageId,Line,Reason\n"
-        "1,2,unterminated quoted field (quoted newlines are not supported)\n"
-        "2,3,\"malformed CSV (',' expected after '\"\"')\"\n"
+        "1,2,unbalanced quotes (quoted newlines are not supported)\n"
+        "2,3,unbalanced quotes (quoted newlines are not supported)\n"
     )
 
 

@@ -1,0 +1,93 @@
+"""The ``mnist-training`` flow: ingest ─► train ─► evaluate ─► persist ─► promote."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+
+from flows.ingest import submit_ingestion
+from flows.steps import report, submit_cached
+from tasks import registry
+from tasks.evaluate import evaluate_model, evaluation_outputs
+from tasks.publish import promote_model, publish_model
+from tasks.settings import Settings
+from tasks.train import FIT_FILE, fingerprint, resolve_config, train_model
+
+
+@flow(name="mnist-training")
+def training_flow(
+    preset: str = "default",
+    hidden: list[int] | None = None,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    learning_rate: float | None = None,
+    momentum: float | None = None,
+    seed: int | None = None,
+    validation_fraction: float | None = None,
+    mirror: str | list[str] | None = None,
+    artifacts: str | None = None,
+    checksums_file: str | None = None,
+    force: bool = False,
+    force_promote: bool = False,
+    promote_tolerance: float = 0.0,
+) -> dict[str, Any]:
+    """Train the NumPy network on MNIST and promote it if it is no worse than the champion.
+
+    Hyperparameters left as None take the preset's value; batch_size=0 means full batch.
+    """
+    settings = Settings.from_env(artifacts=artifacts, mirror=mirror, checksums_file=checksums_file)
+    config = resolve_config(
+        preset,
+        hidden=hidden,
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        momentum=momentum,
+        seed=seed,
+        validation_fraction=validation_fraction,
+    )
+    futures = submit_ingestion(settings, force)
+    train_data = futures["convert train"].result()
+    test_data = futures["convert test"].result()
+
+    run_id = fingerprint(train_data["sha256"], test_data["sha256"], config)
+    work_dir = settings.artifacts / "training" / run_id
+    models_dir = settings.models_dir
+    futures["train"] = submit_cached(
+        train_model, settings, [work_dir / FIT_FILE], force, "train",
+        train=train_data, config=config, work_dir=work_dir,
+    )  # fmt: skip
+    futures["evaluate"] = submit_cached(
+        evaluate_model, settings, evaluation_outputs(work_dir), force, "evaluate",
+        fit=futures["train"], test=test_data, work_dir=work_dir,
+    )  # fmt: skip
+    published = registry.find_published(models_dir, run_id)
+    futures["persist"] = submit_cached(
+        publish_model, settings,
+        [published / registry.BUNDLE if published else models_dir / "unpublished"], force,
+        "persist",
+        fit=futures["train"], evaluation=futures["evaluate"], fingerprint=run_id,
+        data={
+            "train_parquet_sha256": train_data["sha256"],
+            "test_parquet_sha256": test_data["sha256"],
+            "source_sha256": settings.checksums,
+        },
+        models_dir=models_dir,
+    )  # fmt: skip
+    futures["promote"] = submit_cached(
+        promote_model, settings, [models_dir / registry.CHAMPION], force, "promote",
+        version=futures["persist"].result()["version"], models_dir=models_dir,
+        tolerance=promote_tolerance, force_promote=force_promote,
+    )  # fmt: skip
+    steps = report(futures)
+    evaluation = futures["evaluate"].result()
+    return {
+        "steps": steps,
+        "version": futures["persist"].result()["version"],
+        "model": futures["persist"].result()["path"],
+        "promotion": futures["promote"].result(),
+        "test_accuracy": evaluation["test_accuracy"],
+        "test_log_loss": evaluation["test_log_loss"],
+        "validation_accuracy": futures["train"].result()["validation_accuracy"],
+    }
