@@ -29,8 +29,13 @@ class _HideUserErrorTracebacks(logging.Filter):
 
 def quiet_user_error_tracebacks() -> None:
     """Install the filter on every handler of Prefect's loggers."""
+    from prefect.logging.configuration import setup_logging
+
+    # Prefect configures logging lazily; do it now so that its handlers exist to filter.
+    # Its later calls are incremental and keep these handlers.
+    setup_logging()
     flt = _HideUserErrorTracebacks()
-    for name in ("prefect", ""):
+    for name in ("", "prefect", "prefect.flow_runs", "prefect.task_runs"):
         for handler in logging.getLogger(name).handlers:
             handler.addFilter(flt)
 

@@ -51,7 +51,7 @@ def prefect_api() -> Iterator[str]:
             yield api
         from prefect.logging.handlers import APILogHandler
 
-        APILogHandler.flush()  # send buffered logs while the server is still up
+        APILogHandler().flush()  # send buffered logs while the server is still up
     finally:
         os.environ.pop("PREFECT_API_URL", None)
         stop_process_group(proc)

@@ -1,0 +1,190 @@
+"""The mnist-training flow end to end, under a real Prefect server, on synthetic IDX data."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from flows.training import training_flow
+from tasks import registry
+from tests.conftest import run_cli
+from tests.support import REAL_MNIST, REPO
+
+pytestmark = pytest.mark.usefixtures("prefect_api")
+
+METRIC_KEYS = {
+    "test_accuracy", "test_log_loss", "per_class", "confusion_matrix",
+    "validation_accuracy", "train_seconds",
+}  # fmt: skip
+
+
+def train(artifacts, mirror, **kw):
+    return training_flow(
+        mirror=str(mirror[0]), checksums_file=str(mirror[1]), artifacts=str(artifacts), **kw
+    )
+
+
+def states(result):
+    return {s["step"]: s["state"] for s in result["steps"]}
+
+
+def test_trains_persists_promotes_then_is_fully_cached(mirror, artifacts):
+    first = train(artifacts, mirror, epochs=3)
+    assert set(states(first).values()) == {"Completed"}
+    assert first["test_accuracy"] > 0.9, "synthetic digits are easy"
+    version_dir = artifacts / "models" / first["version"]
+    metrics = json.loads((version_dir / "metrics.json").read_text())
+    assert METRIC_KEYS <= set(metrics)
+    assert metrics["test_accuracy"] == first["test_accuracy"]
+    for name in ("confusion_matrix.png", "learning_curve.png", "misclassified.png"):
+        assert (version_dir / name).read_bytes()[:4] == b"\x89PNG"
+    assert "promoted: first model" in (version_dir / "report.md").read_text()
+    assert registry.read_champion(artifacts / "models")["version"] == first["version"]
+    loaded = registry.load(artifacts / "models")
+    assert loaded.bundle["data"]["source_sha256"]
+    assert {"numpy", "prefect", "python"} <= set(loaded.bundle["packages"])
+    assert len(loaded.bundle["curve"]) == 3
+
+    second = train(artifacts, mirror, epochs=3)
+    assert set(states(second).values()) == {"Cached"}
+    assert second["version"] == first["version"]
+    assert len(registry.list_versions(artifacts / "models")) == 1
+
+    third = train(artifacts, mirror, epochs=4)
+    steps = states(third)
+    assert {steps[s] for s in steps if s.startswith(("download", "convert"))} == {"Cached"}
+    assert {steps[s] for s in ("train", "evaluate", "persist", "promote")} == {"Completed"}
+    assert third["version"] != first["version"]
+
+
+def test_worse_model_is_kept_but_not_promoted(mirror, artifacts):
+    good = train(artifacts, mirror, epochs=3)
+    worse = train(artifacts, mirror, epochs=1, learning_rate=1e-5)
+    assert worse["test_accuracy"] < good["test_accuracy"]
+    assert not worse["promotion"]["promoted"]
+    assert "is lower than champion" in worse["promotion"]["reason"]
+    report = (artifacts / "models" / worse["version"] / "report.md").read_text()
+    assert "not promoted" in report
+    assert registry.read_champion(artifacts / "models")["version"] == good["version"]
+
+    forced = train(artifacts, mirror, epochs=1, learning_rate=1e-5, force_promote=True)
+    assert forced["promotion"]["promoted"]
+    assert registry.read_champion(artifacts / "models")["version"] == worse["version"]
+
+
+def test_deleted_model_version_is_rebuilt_not_trusted(mirror, artifacts):
+    first = train(artifacts, mirror, epochs=2)
+    (artifacts / "models" / first["version"] / "model.joblib").unlink()
+    again = train(artifacts, mirror, epochs=2)
+    assert states(again)["persist"] == "Completed" and states(again)["train"] == "Cached"
+    assert again["version"] != first["version"]
+
+
+def test_cli_train_list_promote_and_tampering(mirror, artifacts):
+    common = ["--mirror", str(mirror[0]), "--checksums", str(mirror[1])]
+    done = run_cli("train", *common, "--artifacts", str(artifacts), "--epochs", "2")
+    assert done.returncode == 0, done.stderr
+    for line in ("download train-images-idx3-ubyte", "train ", "promote ", "model:", "report:"):
+        assert line in done.stdout
+    assert "Traceback" not in done.stdout + done.stderr
+
+    listing = run_cli("models", "list", "--artifacts", str(artifacts))
+    assert listing.returncode == 0
+    version = registry.list_versions(artifacts / "models")[0]["version"]
+    assert f"* {version}" in listing.stdout
+
+    bundle = artifacts / "models" / version / "model.joblib"
+    bundle.write_bytes(bundle.read_bytes()[:-1] + b"\x00")
+    refused = run_cli("models", "promote", version, "--artifacts", str(artifacts))
+    assert refused.returncode == 2
+    assert refused.stderr.strip().count("\n") == 0
+    assert "SHA-256 does not match its manifest" in refused.stderr
+
+    bad = run_cli("train", "--epochs", "0", "--artifacts", str(artifacts))
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == "mnist-pipeline train: error: epochs must be >= 1, got 0"
+
+
+def test_cli_reports_a_failed_download_in_one_line(tmp_path, artifacts):
+    missing = tmp_path / "no-such-mirror"
+    done = run_cli("ingest", "--mirror", str(missing), "--artifacts", str(artifacts))
+    assert done.returncode == 1
+    assert "Traceback" not in done.stdout + done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("mnist-pipeline ingest: error: ")
+    assert "every mirror failed" in last and str(missing) in last
+
+
+def test_killed_run_resumes_from_what_was_finished(mirror, artifacts):
+    args = [
+        sys.executable, "-m", "flows.cli", "train", "--mirror", str(mirror[0]),
+        "--checksums", str(mirror[1]), "--artifacts", str(artifacts),
+        "--epochs", "400", "--batch-size", "4",
+    ]  # fmt: skip
+    proc = subprocess.Popen(
+        args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True, env=os.environ.copy(),
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    for line in proc.stdout:
+        if "epoch 2/400" in line or time.monotonic() > deadline:
+            break
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert (artifacts / "data" / "train.parquet").exists()
+    assert not list((artifacts / "training").glob("*/fit.joblib"))
+    assert not list(artifacts.rglob("*.tmp"))
+
+    resumed = train(artifacts, mirror, epochs=3)
+    steps = states(resumed)
+    assert {steps[s] for s in steps if s.startswith(("download", "convert"))} == {"Cached"}
+    assert steps["train"] == "Completed"
+
+
+def test_two_runs_at_once_do_not_corrupt_each_other(mirror, artifacts):
+    common = ["--mirror", str(mirror[0]), "--checksums", str(mirror[1])]
+    run_cli("ingest", *common, "--artifacts", str(artifacts))
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "flows.cli",
+                "train",
+                *common,
+                "--artifacts",
+                str(artifacts),
+                "--epochs",
+                "2",
+                "--seed",
+                str(seed),
+            ],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for seed in (1, 2)
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err
+    versions = registry.list_versions(artifacts / "models")
+    assert len(versions) == 2
+    champion = registry.read_champion(artifacts / "models")
+    assert champion["version"] in {v["version"] for v in versions}
+    for v in versions:
+        registry.load(artifacts / "models", v["version"])  # both intact
+
+
+@pytest.mark.realdata
+@pytest.mark.skipif(not REAL_MNIST.is_dir(), reason="../shared/mnist is not there")
+def test_default_preset_on_real_mnist(artifacts):
+    result = training_flow(mirror=str(REAL_MNIST), artifacts=str(artifacts))
+    assert result["test_accuracy"] >= 0.93
