@@ -110,6 +110,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.set_defaults(handler=_cmd_train)
 
+    score = sub.add_parser(
+        "score",
+        help="score CSV files of digits with a saved model (the champion by default)",
+        description="Score CSV files of 28x28 digits (0-255 pixels; Kaggle train.csv/test.csv "
+        "layouts, or headerless 784/785 columns; .csv.gz too) with a saved model. Each input "
+        "row lands in exactly one of two outputs: predictions (ImageId,Label,Confidence "
+        "[,TrueLabel][,carried columns]) or rejects (ImageId,Line,Reason).",
+        epilog="exit codes: 0 all rows scored; 3 some rows or files rejected (outputs written "
+        "for the rest); 2 unusable invocation or model",
+    )
+    score.add_argument("inputs", nargs="+", metavar="INPUT", help="CSV files or globs")
+    where = score.add_mutually_exclusive_group(required=True)
+    where.add_argument(
+        "--output", metavar="FILE", help="predictions file (one input); rejects go beside it"
+    )
+    where.add_argument(
+        "--output-dir",
+        metavar="DIR",
+        help="writes DIR/<name>.predictions.<format> and DIR/<name>.rejects.csv per input",
+    )
+    score.add_argument(
+        "--model", metavar="VERSION|PATH", help="a version or model folder (default: champion)"
+    )
+    score.add_argument("--format", choices=["csv", "parquet"], default="csv")
+    _add_common(score)
+    score.set_defaults(handler=_cmd_score)
+
     models = sub.add_parser("models", help="list saved models, or promote one (rollback)")
     models_sub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
     listing = models_sub.add_parser("list", help="version, created, test accuracy, champion")
@@ -188,6 +215,46 @@ def _cmd_train(args: argparse.Namespace) -> int:
     verdict = "champion" if promotion["promoted"] else "not promoted"
     _say(f"{verdict}: {promotion['reason']}")
     return EXIT_OK
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    from tasks.batch_scoring import ScoringUsageError, plan_jobs
+
+    try:
+        plan_jobs(args.inputs, args.output, args.output_dir, args.format)
+    except ScoringUsageError as exc:
+        raise UsageError(str(exc)) from None
+    from tasks import registry
+
+    # Fail fast, before Prefect starts, when there is no usable model.
+    registry.load(Settings.from_env(artifacts=args.artifacts).models_dir, args.model)
+
+    from flows.console import err
+    from flows.scoring import scoring_flow
+
+    result = scoring_flow(
+        inputs=args.inputs,
+        output=args.output,
+        output_dir=args.output_dir,
+        model=args.model,
+        artifacts=args.artifacts,
+        format=args.format,
+    )
+    _say("")
+    for f in result["files"]:
+        if "error" in f:
+            err(f"mnist-pipeline score: error: {f['error']}")
+            continue
+        accuracy = f" accuracy {f['accuracy']:.4f}" if f["accuracy"] is not None else ""
+        _say(f"{f['file']}: {f['scored']}/{f['rows']} rows scored, {f['rejected']} rejected"
+             f"{accuracy} -> {f['output']}")  # fmt: skip
+        if f["rejects"]:
+            _say(f"  rejects: {f['rejects']}")
+    _say(
+        f"model {result['model']}: {result['scored']} of {result['rows']} rows scored, "
+        f"{result['rejected']} rejected, {result['failed_files']} file(s) failed"
+    )
+    return EXIT_REJECTS if result["rejected"] or result["failed_files"] else EXIT_OK
 
 
 def _cmd_models_list(args: argparse.Namespace) -> int:

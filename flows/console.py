@@ -7,9 +7,12 @@ import sys
 from collections.abc import Iterable
 from typing import Any
 
+from model.validation import InputError
+from tasks.csv_input import InputFileError
 from tasks.errors import PipelineError
 
-USER_ERRORS: tuple[type[BaseException], ...] = (PipelineError,)
+# Errors caused by the user's input or environment: one line, no traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = (PipelineError, InputFileError, InputError)
 
 
 class _HideUserErrorTracebacks(logging.Filter):
