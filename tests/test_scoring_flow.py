@@ -1,0 +1,150 @@
+"""The mnist-scoring flow and `mnist-pipeline score`, end to end with a trained model."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from flows.scoring import scoring_flow
+from flows.training import training_flow
+from tests.conftest import run_cli
+from tests.support import REAL_MNIST, synthetic_digits, write_mirror
+
+pytestmark = pytest.mark.usefixtures("prefect_api")
+
+HEADER = ",".join(f"pixel{k}" for k in range(784))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, prefect_api):
+    """An artifacts root with a champion trained on synthetic digits."""
+    root = tmp_path_factory.mktemp("scoring")
+    checksums = write_mirror(root / "mirror")
+    training_flow(
+        mirror=str(root / "mirror"), checksums_file=str(checksums),
+        artifacts=str(root / "artifacts"), epochs=3,
+    )  # fmt: skip
+    return root / "artifacts"
+
+
+def kaggle_csv(path, n, seed, labels=False, extra_lines=()):
+    images, y = synthetic_digits(n, seed)
+    rows = images.reshape(n, 784)
+    with open(path, "w") as f:
+        f.write(("label," if labels else "") + HEADER + "\n")
+        for label, row in zip(y, rows, strict=True):
+            f.write((f"{label}," if labels else "") + ",".join(map(str, row)) + "\n")
+        for line in extra_lines:
+            f.write(line + "\n")
+    return y
+
+
+def read_rows(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_scores_a_kaggle_test_file(trained, tmp_path):
+    truth = kaggle_csv(tmp_path / "test.csv", 50, seed=7)
+    done = run_cli("score", str(tmp_path / "test.csv"), "--output-dir", str(tmp_path / "out"),
+                   "--artifacts", str(trained))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    rows = read_rows(tmp_path / "out" / "test.predictions.csv")
+    assert list(rows[0]) == ["ImageId", "Label", "Confidence"]
+    assert [int(r["ImageId"]) for r in rows] == list(range(1, 51))
+    predicted = np.array([int(r["Label"]) for r in rows])
+    assert (predicted == truth).mean() > 0.8  # chance is 0.1
+    assert all(0 < float(r["Confidence"]) <= 1 for r in rows)
+    assert not (tmp_path / "out" / "test.rejects.csv").exists()
+
+
+def test_bad_rows_and_a_missing_file_exit_3_and_the_rest_is_scored(trained, tmp_path):
+    kaggle_csv(tmp_path / "good.csv", 10, seed=1, labels=True)
+    bad_row = "3," + ",".join(["0"] * 783) + ",300"
+    kaggle_csv(tmp_path / "dirty.csv", 5, seed=2, labels=True, extra_lines=[bad_row, "1,2"])
+    done = run_cli(
+        "score", str(tmp_path / "good.csv"), str(tmp_path / "dirty.csv"),
+        str(tmp_path / "missing.csv"), "--output-dir", str(tmp_path / "out"),
+        "--artifacts", str(trained),
+    )  # fmt: skip
+    assert done.returncode == 3, done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    assert f"mnist-pipeline score: error: {tmp_path / 'missing.csv'}" in done.stderr
+    good = read_rows(tmp_path / "out" / "good.predictions.csv")
+    assert len(good) == 10 and "TrueLabel" in good[0]
+    dirty = read_rows(tmp_path / "out" / "dirty.predictions.csv")
+    rejects = read_rows(tmp_path / "out" / "dirty.rejects.csv")
+    assert len(dirty) == 5
+    assert [(r["ImageId"], r["Line"]) for r in rejects] == [("6", "7"), ("7", "8")]
+    assert rejects[0]["Reason"] == "pixel783: 300 is outside 0-255"
+    assert rejects[1]["Reason"] == "expected 785 fields, got 2"
+    assert "11/12 rows" not in done.stdout  # per-file lines, not a merged count
+    assert "5/7 rows scored, 2 rejected" in done.stdout
+
+
+def test_single_output_file_and_parquet(trained, tmp_path):
+    kaggle_csv(tmp_path / "digits.csv", 8, seed=3)
+    out = tmp_path / "preds.parquet"
+    done = run_cli("score", str(tmp_path / "digits.csv"), "--output", str(out),
+                   "--format", "parquet", "--artifacts", str(trained))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(out)
+    assert table.column_names[:3] == ["ImageId", "Label", "Confidence"]
+    assert table.num_rows == 8
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["a.csv", "b.csv", "--output", "x.csv"], "--output takes one input, got 2"),
+        (["a.csv", "--output-dir", "o", "--model", "nope"], "model 'nope': no such version"),
+        (["a.csv", "--output-dir", "o", "--format", "xlsx"], "invalid choice: 'xlsx'"),
+        (["a.csv"], "one of the arguments --output --output-dir is required"),
+    ],
+)
+def test_unusable_invocations_exit_2(trained, tmp_path, args, message):
+    done = run_cli("score", *args, "--artifacts", str(trained))
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_flow_scores_many_files_concurrently_and_summarizes(trained, tmp_path):
+    for k in range(4):
+        kaggle_csv(tmp_path / f"part{k}.csv", 20, seed=k, labels=True)
+    result = scoring_flow(
+        inputs=[str(tmp_path / "part*.csv")], output_dir=str(tmp_path / "out"),
+        artifacts=str(trained),
+    )  # fmt: skip
+    assert result["rows"] == 80 and result["scored"] == 80 and result["failed_files"] == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        f"part{k}.predictions.csv" for k in range(4)
+    ]
+    champion = json.loads((trained / "models" / "champion.json").read_text())
+    assert result["model"] == champion["version"]
+
+
+@pytest.mark.realdata
+@pytest.mark.skipif(not REAL_MNIST.is_dir(), reason="../shared/mnist is not there")
+def test_real_test_set_scores_to_the_reported_accuracy_exactly(tmp_path):
+    from tasks.idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx_gz
+
+    artifacts = tmp_path / "artifacts"
+    trained = training_flow(mirror=str(REAL_MNIST), artifacts=str(artifacts))
+    images = read_idx_gz(REAL_MNIST / "t10k-images-idx3-ubyte.gz", IMAGES_MAGIC)
+    labels = read_idx_gz(REAL_MNIST / "t10k-labels-idx1-ubyte.gz", LABELS_MAGIC)
+    table = np.column_stack([labels, images.reshape(-1, 784)])
+    np.savetxt(tmp_path / "train.csv", table, fmt="%d", delimiter=",",
+               header="label," + HEADER, comments="")  # fmt: skip
+    result = scoring_flow(
+        inputs=[str(tmp_path / "train.csv")], output=str(tmp_path / "preds.csv"),
+        artifacts=str(artifacts),
+    )  # fmt: skip
+    summary = result["files"][0]
+    assert summary["rows"] == summary["scored"] == 10000
+    assert summary["accuracy"] == trained["test_accuracy"]
