@@ -6,6 +6,7 @@ import csv
 import gzip
 import io
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -571,3 +572,23 @@ def test_output_csv_is_readable_by_pandas(tmp_path):
     df = pd.read_csv(io.BytesIO((tmp_path / "out.csv").read_bytes()))
     assert list(df.columns) == ["ImageId", "Label", "Confidence", "TrueLabel"]
     assert df["ImageId"].tolist() == [1, 2, 3]
+
+
+def test_outputs_get_the_usual_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        run(tmp_path, write(tmp_path / "in.csv", [TEST_HEADER, line(image(0)), "bad"]))
+    finally:
+        os.umask(old)
+    for name in ("out.csv", "rejects.csv"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o644
+
+
+def test_headerless_file_whose_first_row_is_bad(tmp_path):
+    # One word among 784 numbers does not make line 1 a header: it is row 1, rejected.
+    lines = [_with(10, "abc"), line(image(1))]
+    s = run(tmp_path, write(tmp_path / "in.csv", lines))
+    assert (s.rows, s.scored, s.rejected) == (2, 1, 1)
+    assert (tmp_path / "rejects.csv").read_text() == (
+        "ImageId,Line,Reason\n1,1,pixel10: 'abc' is not an integer\n"
+    )

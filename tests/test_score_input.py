@@ -142,7 +142,7 @@ def _read_all(path: Path, chunk_rows: int, fast: bool) -> tuple:
     with PixelCsvReader(path, chunk_rows=chunk_rows, workers=2) as r:
         r.fast = fast
         ids, pixels, labels, extras, rejects = [], [], [], [], []
-        for c, _ in r.chunks():
+        for c in r.chunks():
             ids += (c.first_row + c.ok_rows).tolist()
             pixels.append(c.pixels)
             if c.labels is not None:
