@@ -1,0 +1,9 @@
+"""The network, in pure NumPy: no I/O, no Prefect.
+
+config      ModelConfig (frozen, travels with the weights) and the presets
+network     init, forward, backward, update, check_params
+train       fit: seeded validation split, mini-batch SGD, learning curve
+predict     predict_proba / predict in bounded-memory chunks
+metrics     accuracy, log-loss, confusion matrix, per-class scores
+validation  input checks; InputError
+"""

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from model.network import Params, _forward_into, _with_columns, layer_sizes_of
+from model.network import Params, _forward_into, _with_columns, block_rows, layer_sizes_of
 from model.validation import check_feature_values, check_features
 
 DEFAULT_CHUNK_SIZE = 8192
@@ -35,29 +35,35 @@ def predict(params: Params, X: np.ndarray, chunk_size: int = DEFAULT_CHUNK_SIZE)
     sizes = layer_sizes_of(params)
     check_features(X, sizes[0])
     labels = np.empty(X.shape[0], dtype=np.int64)
-    for start, stop, proba_t in _iter_chunks(params, X, chunk_size, validate=True):
+    for start, stop, proba_t in _iter_blocks(params, X, chunk_size, validate=True):
         np.argmax(proba_t, axis=0, out=labels[start:stop])
     return labels
 
 
-def _predict_proba_unchecked(params: Params, X: np.ndarray, chunk_size: int) -> np.ndarray:
-    """predict_proba for inputs already validated (fit's validation split)."""
-    return _predict_proba(params, X, chunk_size, validate=False)
+def _predict_proba_t_unchecked(params: Params, X: np.ndarray, chunk_size: int) -> np.ndarray:
+    """Probabilities laid out (n_classes, n_samples), for inputs already validated."""
+    out = np.empty((params[-1][0].shape[0], X.shape[0]), dtype=params[0][0].dtype)
+    for start, stop, proba_t in _iter_blocks(params, X, chunk_size, validate=False):
+        out[:, start:stop] = proba_t
+    return out
 
 
 def _predict_proba(params: Params, X: np.ndarray, chunk_size: int, validate: bool) -> np.ndarray:
     out = np.empty((X.shape[0], params[-1][0].shape[0]), dtype=params[0][0].dtype)
-    for start, stop, proba_t in _iter_chunks(params, X, chunk_size, validate):
+    for start, stop, proba_t in _iter_blocks(params, X, chunk_size, validate):
         out[start:stop] = proba_t.T
     return out
 
 
-def _iter_chunks(
+def _iter_blocks(
     params: Params, X: np.ndarray, chunk_size: int, validate: bool
 ) -> Iterator[tuple[int, int, np.ndarray]]:
-    """Yield (start, stop, probabilities of rows start:stop as (n_classes, rows)).
+    """Yield (start, stop, probabilities of rows start:stop laid out (n_classes, rows)).
 
-    One set of buffers serves every chunk; the yielded array is overwritten by the next.
+    Rows are validated and cast ``chunk_size`` at a time, and pushed through the network
+    in blocks of at most that many rows (fewer for narrow layers, see
+    ``model.network.block_rows``). One set of buffers serves every block; the yielded
+    array is overwritten by the next.
     """
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
@@ -65,8 +71,9 @@ def _iter_chunks(
     layers = _with_columns(params)
     n = X.shape[0]
     m = min(chunk_size, max(n, 1))
-    acts = [np.empty((W.shape[0], m), dtype=dtype) for W, _ in params]
-    col = np.empty(m, dtype=dtype)
+    block = block_rows(params, m)
+    acts = [np.empty((W.shape[0], block), dtype=dtype) for W, _ in params]
+    col = np.empty(block, dtype=dtype)
     for start in range(0, n, m):
         stop = min(start + m, n)
         chunk = X[start:stop]
@@ -74,7 +81,10 @@ def _iter_chunks(
             check_feature_values(chunk, row_offset=start)
         if chunk.dtype != dtype:
             chunk = chunk.astype(dtype)
-        k = stop - start
-        chunk_acts = acts if k == m else [A[:, :k] for A in acts]
-        _forward_into(layers, chunk.T, chunk_acts, col[:k])
-        yield start, stop, chunk_acts[-1]
+        for b in range(0, stop - start, block):
+            e = min(b + block, stop - start)
+            # A short last block gets its own (small) buffers: np.dot writes only
+            # C-contiguous arrays.
+            block_acts = acts if e - b == block else [np.empty_like(A[:, : e - b]) for A in acts]
+            _forward_into(layers, chunk[b:e].T, block_acts, col[: e - b])
+            yield start + b, start + e, block_acts[-1]

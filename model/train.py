@@ -4,27 +4,33 @@
 training split and on the validation split). All arithmetic is float32 and seeded, so the
 same data, config and BLAS thread count give bit-identical weights.
 
-Speed comes from doing no per-step allocation beyond the batch gather: the parameters,
-their gradients and the momentum live in three flat float32 vectors (``Params`` are views
-into them), so an update is one to three vector ops whatever the depth, and every
-intermediate goes into a buffer made once per fit.
+Speed comes from allocating nothing per step: the parameters, their gradients and the
+momentum live in three flat float32 vectors (``Params`` are views into them), so an
+update is one to three vector ops whatever the depth, and every intermediate, the
+gathered batch included, goes into a buffer made once per fit. benchmarks/README.md has
+the measurements behind each choice.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
 from model.config import ModelConfig
-from model.metrics import log_loss
-from model.network import Params, _backward_into, _forward_into, _with_columns, init_params
-from model.predict import _predict_proba_unchecked
+from model.network import (
+    Params,
+    _backward_into,
+    _forward_into,
+    _with_columns,
+    block_rows,
+    init_params,
+)
+from model.predict import _predict_proba_t_unchecked
 from model.validation import InputError, check_feature_values, check_features, check_labels
 
 
@@ -34,7 +40,7 @@ class EpochStats:
 
     ``train_*`` average the epoch's mini-batches as each was seen, before its update (as
     Keras and scikit-learn report them; free to compute). ``val_*`` use the weights at the
-    epoch's end.
+    epoch's end. A row counts as correct when its true class has the top probability.
     """
 
     epoch: int  # 1-based
@@ -82,8 +88,7 @@ def fit(
     check_features(X, config.n_inputs, require_float32=True)
     check_feature_values(X)
     check_labels(y, X.shape[0], config.n_classes)
-    # Independent streams, so e.g. changing validation_fraction leaves the init alone.
-    init_seq, split_seq, shuffle_seq = np.random.SeedSequence(config.seed).spawn(3)
+    init_seq, split_seq, shuffle_seq = seed_streams(config.seed)
     train_idx, val_idx = split_indices(X.shape[0], config.validation_fraction, split_seq)
     X_val, y_val = X[val_idx], y[val_idx]
 
@@ -97,26 +102,25 @@ def fit(
     best_loss, best_epoch, best_theta = math.inf, 0, trainer.theta.copy()
     stopped_early = False
     patience = config.early_stopping_patience
-    with (
-        np.errstate(over="ignore", invalid="ignore"),  # divergence is checked per epoch
-        ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-gather") as pool,
-    ):
+    with np.errstate(over="ignore", invalid="ignore"):  # divergence is checked below
         for epoch in range(1, config.epochs + 1):
             t0 = time.perf_counter()
             lr = learning_rate_at(config, epoch - 1)
             if full_batch:
-                train_loss, train_acc = trainer.epoch(X_train, y_train, None, lr)
+                train_loss, train_acc = trainer.epoch(X_train, y_train, lr)
             else:
+                # Each batch gathers its rows as it goes: in cache for both of its
+                # matrix products. (A background thread preparing shuffled copies an
+                # epoch ahead measured slower here: it competes for memory bandwidth.)
                 order = shuffle_rng.permutation(train_idx)
-                train_loss, train_acc = trainer.epoch(X, y[order], order, lr, pool)
+                train_loss, train_acc = trainer.epoch(X, y[order], lr, order)
             if not (math.isfinite(train_loss) and np.isfinite(trainer.theta).all()):
                 raise FloatingPointError(
                     f"training diverged in epoch {epoch} (train loss {train_loss}); "
                     f"lower learning_rate (now {config.learning_rate})"
                 )
-            val_loss, val_acc = _loss_and_accuracy(
-                y_val, _predict_proba_unchecked(trainer.params, X_val, chunk_size=8192)
-            )
+            val_proba_t = _predict_proba_t_unchecked(trainer.params, X_val, chunk_size=8192)
+            val_loss, val_acc = _loss_and_accuracy_t(y_val, val_proba_t)
             stats = EpochStats(
                 epoch, train_loss, train_acc, val_loss, val_acc, lr, time.perf_counter() - t0
             )
@@ -146,6 +150,15 @@ def fit(
     )
 
 
+def seed_streams(
+    seed: int,
+) -> tuple[np.random.SeedSequence, np.random.SeedSequence, np.random.SeedSequence]:
+    """Independent (init, split, shuffle) streams from one seed, so that changing e.g.
+    validation_fraction leaves the initial weights alone."""
+    init_seq, split_seq, shuffle_seq = np.random.SeedSequence(seed).spawn(3)
+    return init_seq, split_seq, shuffle_seq
+
+
 def split_indices(
     n_samples: int, validation_fraction: float, seed: int | np.random.SeedSequence
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -167,11 +180,6 @@ def learning_rate_at(config: ModelConfig, epoch: int) -> float:
     return lr
 
 
-def _loss_and_accuracy(y: np.ndarray, proba: np.ndarray) -> tuple[float, float]:
-    """Mean clipped log-loss and accuracy of ``proba : (n, k)`` against labels ``y``."""
-    return log_loss(y, proba), float(np.mean(proba.argmax(axis=1) == y))
-
-
 class _Trainer:
     """Flat parameter/gradient/velocity vectors and per-batch buffers for one fit.
 
@@ -186,6 +194,8 @@ class _Trainer:
         self.velocity = np.zeros(n_total, dtype=np.float32) if config.momentum > 0 else None
         self.params = _views(self.theta, params, copy_values=True)
         self.grads = _views(self.grad, params, copy_values=False)
+        block_grad = np.zeros(n_total, dtype=np.float32)  # for batches of several blocks
+        self._block_grads = (_views(block_grad, params, copy_values=False), block_grad)
         self.layers = _with_columns(self.params)
         self.momentum = np.float32(config.momentum)
         self._bufs: dict[int, tuple[list[np.ndarray], ...]] = {}
@@ -202,43 +212,48 @@ class _Trainer:
         return self._bufs[m]
 
     def epoch(
-        self,
-        X: np.ndarray,
-        y: np.ndarray,
-        order: np.ndarray | None,
-        lr: float,
-        pool: ThreadPoolExecutor | None = None,
+        self, X: np.ndarray, y: np.ndarray, lr: float, order: np.ndarray | None = None
     ) -> tuple[float, float]:
-        """One pass of SGD over X's rows ``order`` (None: all rows as one batch, no gather).
+        """One pass of SGD over the rows ``order`` of ``X`` (default: all, in order).
 
-        ``y`` holds the labels of the rows in ``order``'s order. With ``pool``, batches are
-        gathered in a background thread (see ``_gathered``). Returns the epoch's running
-        (train loss, train accuracy): each batch's predictions before its update.
+        ``y`` holds the labels in the order trained. Returns the epoch's running (train
+        loss, train accuracy): each batch's predictions before its update.
         """
         n = X.shape[0] if order is None else order.size
-        B = n if order is None else min(self.config.batch_size or n, n)
+        B = min(self.config.batch_size or n, n)
+        R = block_rows(self.params, B)  # rows per BLAS call; a batch may span blocks
         k = self.params[-1][0].shape[0]
         onehot_t = np.eye(k, dtype=np.float32)[:, y]  # (k, n); 2.2 MB for MNIST
         proba_t = np.empty((k, n), dtype=np.float32)  # each batch's softmax output
-        layers, params, grads, step = self.layers, self.params, self.grads, self._step
-        if order is None:
-            chunks: Iterator[tuple[int, np.ndarray]] = iter([(0, X)])
-        else:
-            chunks = _gathered(X, order, B * max(1, _GATHER_ROWS // B), pool)
-        for offset, xs in chunks:
-            for start in range(offset, offset + xs.shape[0], B):
-                stop = min(start + B, n)
-                m = stop - start
-                hidden, bufs, masks, (delta, col) = self.buffers(m)
-                xb_t = xs[start - offset : stop - offset].T
-                proba = proba_t[:, start:stop]
+        layers, params, step = self.layers, self.params, self._step
+        grads, grad = self.grads, self.grad
+        block_grads, block_grad = self._block_grads
+        xbuf = np.empty((min(B, R), X.shape[1]), dtype=X.dtype) if order is not None else None
+        full_scale = np.float32(lr / B)
+        for start in range(0, n, B):
+            stop = min(start + B, n)
+            scale = full_scale if stop - start == B else np.float32(lr / (stop - start))
+            for b in range(start, stop, R):
+                e = min(b + R, stop)
+                hidden, bufs, masks, (delta, col) = self.buffers(e - b)
+                if xbuf is None:
+                    xb_t = X[b:e].T
+                else:  # gather the rows now, so both matrix products find them in cache;
+                    # mode="clip" (indices are valid) writes straight into the buffer,
+                    # where the default "raise" goes through a temporary.
+                    xb_t = np.take(X, order[b:e], axis=0, out=xbuf[: e - b], mode="clip").T
+                proba = proba_t[:, b:e]
                 _forward_into(layers, xb_t, [*hidden, proba], col)
-                # Softmax + cross-entropy: dLoss/dZ = probs - Y (see network.backward);
-                # alpha/m is folded in here, once, on a (k, m) array.
-                np.subtract(proba, onehot_t[:, start:stop], delta)
-                np.multiply(delta, np.float32(lr / m), delta)
-                _backward_into(params, xb_t, hidden, delta, grads, bufs, masks)
-                step()
+                # Softmax + cross-entropy: dLoss/dZ = probs - Y (network.backward);
+                # alpha/m is folded in here, once, on a (k, rows) array.
+                np.subtract(proba, onehot_t[:, b:e], delta)
+                np.multiply(delta, scale, delta)
+                if b == start:  # the batch's first block writes the gradient...
+                    _backward_into(params, xb_t, hidden, delta, grads, bufs, masks)
+                else:  # ...later blocks add theirs
+                    _backward_into(params, xb_t, hidden, delta, block_grads, bufs, masks)
+                    np.add(grad, block_grad, grad)
+            step()
         return _loss_and_accuracy_t(y, proba_t)
 
     def _step(self) -> None:
@@ -251,48 +266,16 @@ class _Trainer:
             np.add(self.theta, self.velocity, self.theta)
 
 
-_GATHER_ROWS = 1024  # rows per background gather: 3 MB of MNIST, two buffers in flight
-
-
-def _gathered(
-    X: np.ndarray, order: np.ndarray, rows: int, pool: ThreadPoolExecutor | None
-) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield (offset, X[order[offset:offset + rows]]) for offsets 0, rows, 2*rows, ...
-
-    The shuffled gather is a third of an epoch's time for the 784-10-10 network and is
-    memory-bound, so with a ``pool`` the next block is gathered on the other core while
-    this one trains (np.take releases the GIL). Two buffers alternate; a block is only
-    overwritten after the consumer has asked for the one after it.
-    """
-    n = order.size
-    bufs = [np.empty((min(rows, n), X.shape[1]), dtype=X.dtype) for _ in range(2)]
-
-    def gather(j: int) -> np.ndarray:
-        idx = order[j * rows : (j + 1) * rows]
-        out = bufs[j % 2][: idx.size]
-        # mode="clip" (indices are valid by construction) lets take write into `out`
-        # directly; the default "raise" goes through a temporary copy.
-        return np.take(X, idx, axis=0, out=out, mode="clip")
-
-    n_blocks = -(-n // rows)
-    if pool is None:
-        for j in range(n_blocks):
-            yield j * rows, gather(j)
-        return
-    future = pool.submit(gather, 0)
-    for j in range(n_blocks):
-        block = future.result()
-        if j + 1 < n_blocks:
-            future = pool.submit(gather, j + 1)
-        yield j * rows, block
-
-
 def _loss_and_accuracy_t(y: np.ndarray, proba_t: np.ndarray) -> tuple[float, float]:
-    """Like ``_loss_and_accuracy`` for probabilities laid out (n_classes, n_samples)."""
+    """Mean clipped log-loss and accuracy of ``proba_t : (n_classes, n)`` against ``y``.
+
+    A row counts as correct when its true class has the highest probability (a tie
+    counts too): a column-wise max is ~20x cheaper than argmax in this layout.
+    """
     p_true = proba_t[y, np.arange(y.size)]
     eps = np.finfo(proba_t.dtype).eps
     loss = -np.mean(np.log(np.clip(p_true, eps, 1.0)), dtype=np.float64)
-    return float(loss), float(np.mean(np.argmax(proba_t, axis=0) == y))
+    return float(loss), float(np.count_nonzero(p_true >= proba_t.max(axis=0)) / y.size)
 
 
 def _views(flat: np.ndarray, like: Params, *, copy_values: bool) -> Params:

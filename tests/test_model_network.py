@@ -107,8 +107,9 @@ def test_softmax_is_stable_on_huge_logits(dtype):
     np.testing.assert_allclose(P[2], [1 / (2 + e), 1 / (2 + e), e / (2 + e)], rtol=1e-6)
     # A zero probability still gives a finite loss: clipped at float eps.
     y = np.array([2, 0, 0])
-    assert log_loss(y, P) == pytest.approx(-np.log(np.finfo(dtype).eps) / 3 + np.log(3) / 3 + (
-        -np.log(1 / (2 + e)) / 3), rel=1e-5)
+    assert log_loss(y, P) == pytest.approx(
+        -np.log(np.finfo(dtype).eps) / 3 + np.log(3) / 3 + (-np.log(1 / (2 + e)) / 3), rel=1e-5
+    )
 
 
 def test_forward_with_huge_weights_stays_finite():
@@ -167,12 +168,27 @@ def test_check_params_accepts_matching_params():
     ("mutate", "match"),
     [
         (lambda p: p[:-1], r"params has 2 layers, expected 3 for layer sizes \(5, 4, 3, 3\)"),
-        (lambda p: [p[0], (p[1][0][:2], p[1][1]), p[2]], r"layer 1: W has shape \(2, 4\), expected \(3, 4\)"),
-        (lambda p: [p[0], p[1], (p[2][0], p[2][1][:2])], r"layer 2: b has shape \(2,\), expected \(3,\)"),
-        (lambda p: [(p[0][0].astype(np.float64), p[0][1]), *p[1:]], r"layer 0: W has dtype float64, expected float32"),
-        (lambda p: [p[0], (p[1][0], p[1][1] * np.float32("nan")), p[2]], r"layer 1: b contains NaN"),
+        (
+            lambda p: [p[0], (p[1][0][:2], p[1][1]), p[2]],
+            r"layer 1: W has shape \(2, 4\), expected \(3, 4\)",
+        ),
+        (
+            lambda p: [p[0], p[1], (p[2][0], p[2][1][:2])],
+            r"layer 2: b has shape \(2,\), expected \(3,\)",
+        ),
+        (
+            lambda p: [(p[0][0].astype(np.float64), p[0][1]), *p[1:]],
+            r"layer 0: W has dtype float64, expected float32",
+        ),
+        (
+            lambda p: [p[0], (p[1][0], p[1][1] * np.float32("nan")), p[2]],
+            r"layer 1: b contains NaN",
+        ),
         (lambda p: [p[0], p[1][0], p[2]], r"layer 1: expected a \(W, b\) pair"),
-        (lambda p: [p[0], (p[1][0].tolist(), p[1][1]), p[2]], r"layer 1: W is list, not a numpy array"),
+        (
+            lambda p: [p[0], (p[1][0].tolist(), p[1][1]), p[2]],
+            r"layer 1: W is list, not a numpy array",
+        ),
         (lambda p: {"W": 1}, r"params has dict layers"),
     ],
 )
@@ -182,7 +198,9 @@ def test_check_params_names_the_mismatch(mutate, match):
 
 
 def test_check_params_rejects_params_of_another_config():
-    with pytest.raises(ValueError, match=r"layer 0: W has shape \(10, 784\), expected \(256, 784\)"):
+    with pytest.raises(
+        ValueError, match=r"layer 0: W has shape \(10, 784\), expected \(256, 784\)"
+    ):
         check_params(init_params(ModelConfig()), ModelConfig(hidden=(256,)))
     with pytest.raises(ValueError, match=r"layer 1: W has shape \(10, 10\), expected \(5, 10\)"):
         check_params(init_params(ModelConfig()), ModelConfig(n_classes=5))

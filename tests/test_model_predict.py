@@ -1,0 +1,103 @@
+"""predict_proba / predict: chunking changes nothing, memory stays bounded, bad input is named."""
+
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from model.config import ModelConfig
+from model.network import forward, init_params
+from model.predict import predict, predict_proba
+from model.validation import InputError
+
+CFG = ModelConfig(n_inputs=12, hidden=(9, 7), n_classes=4, seed=2)
+
+
+@pytest.fixture(scope="module")
+def params():
+    return init_params(CFG)
+
+
+@pytest.fixture(scope="module")
+def X():
+    return np.random.default_rng(0).random((1000, 12), dtype=np.float32)
+
+
+def test_proba_is_the_forward_pass(params, X):
+    proba = predict_proba(params, X)
+    assert proba.shape == (1000, 4) and proba.dtype == np.float32
+    np.testing.assert_allclose(proba, forward(params, X)[-1], rtol=1e-6)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 7, 999, 1000, 8192])
+def test_chunked_equals_unchunked(params, X, chunk_size):
+    whole = predict_proba(params, X, chunk_size=len(X))
+    np.testing.assert_allclose(predict_proba(params, X, chunk_size=chunk_size), whole, rtol=1e-6)
+    assert np.array_equal(predict(params, X, chunk_size=chunk_size), whole.argmax(axis=1))
+
+
+def test_predict_returns_int64_labels(params, X):
+    labels = predict(params, X)
+    assert labels.dtype == np.int64 and labels.shape == (1000,)
+    assert set(np.unique(labels)) <= {0, 1, 2, 3}
+
+
+def test_empty_input_gives_empty_output(params):
+    empty = np.zeros((0, 12), dtype=np.float32)
+    assert predict_proba(params, empty).shape == (0, 4)
+    assert predict(params, empty).shape == (0,)
+
+
+def test_float64_input_is_scored_like_float32(params, X):
+    np.testing.assert_allclose(
+        predict_proba(params, X.astype(np.float64)), predict_proba(params, X), rtol=1e-6
+    )
+
+
+def test_memory_is_bounded_by_the_chunk_not_the_input(params):
+    # 400k rows of float64 (38 MB): scoring casts and scores one chunk at a time, so the
+    # peak beyond the 3.2 MB int64 output is a few chunk-sized buffers, not a copy of X.
+    X = np.full((400_000, 12), 0.5)
+    tracemalloc.start()
+    try:
+        labels = predict(params, X, chunk_size=4096)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert labels.shape == (400_000,)
+    assert peak - labels.nbytes < 2_000_000
+
+
+@pytest.mark.parametrize(
+    ("X", "match"),
+    [
+        (np.zeros((5, 13), np.float32), r"X has 13 features per row, expected 12"),
+        (np.zeros(12, np.float32), r"X must be 2-D \(n_samples, 12\), got 1-D shape \(12,\)"),
+        (np.zeros((5, 12), np.uint8), r"X has dtype uint8, expected float32 scaled to \[0, 1\]"),
+        (np.full((5, 12), 255.0, np.float32), r"X has values outside \[0, 1\] \(min 255, max 255"),
+        (np.full((5, 12), -0.5, np.float32), r"first at row 0, column 0: -0.5"),
+    ],
+)
+def test_bad_input_raises_input_error(params, X, match):
+    with pytest.raises(InputError, match=match) as info:
+        predict_proba(params, X)
+    assert "\n" not in str(info.value)
+    with pytest.raises(InputError, match=match):
+        predict(params, X)
+
+
+def test_bad_values_are_found_in_later_chunks_with_their_row(params, X):
+    bad = X.copy()
+    bad[901, 5] = np.nan
+    with pytest.raises(InputError, match=r"NaN or infinite values \(first at row 901, column 5"):
+        predict(params, bad, chunk_size=100)
+    bad[901, 5] = 1.5
+    with pytest.raises(InputError, match=r"outside \[0, 1\].*row 901, column 5: 1.5"):
+        predict_proba(params, bad, chunk_size=100)
+
+
+@pytest.mark.parametrize("chunk_size", [0, -1, 2.5, True])
+def test_bad_chunk_size(params, X, chunk_size):
+    with pytest.raises(ValueError, match="chunk_size must be a positive integer"):
+        predict_proba(params, X, chunk_size=chunk_size)
