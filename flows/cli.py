@@ -12,6 +12,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from flows.runners import ENV_DASK_ADDRESS
+from flows.serve_cli import add_commands
 from tasks.settings import ENV_ARTIFACTS, ENV_CHECKSUMS, ENV_MIRROR, Settings, prefect_env_defaults
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REJECTS = 0, 1, 2, 3
@@ -134,8 +136,53 @@ def build_parser() -> argparse.ArgumentParser:
         "--model", metavar="VERSION|PATH", help="a version or model folder (default: champion)"
     )
     score.add_argument("--format", choices=["csv", "parquet"], default="csv")
+    _add_dask(score)
     _add_common(score)
     score.set_defaults(handler=_cmd_score)
+
+    sweep = sub.add_parser(
+        "sweep",
+        help="train a grid of configs, promote the best by validation accuracy",
+        description="Run the mnist-sweep flow: ingest MNIST once, train and evaluate one model "
+        "per config of the grid (hidden layers x learning rates x seeds; one task each, so "
+        "they run in parallel, on Dask too), save the config with the best validation "
+        "accuracy and make it champion unless its test accuracy is lower than the current "
+        "champion's. The test set only reports; it never picks. Steps are cached like train's.",
+        epilog=EPILOG,
+    )
+    sweep.add_argument(
+        "--hidden-grid",
+        type=_layers,
+        nargs="+",
+        metavar="N[,N…]",
+        help='hidden layer shapes to try, e.g. "10" "64" "128,64" (default: the preset\'s)',
+    )
+    sweep.add_argument(
+        "--learning-rates", type=float, nargs="+", metavar="LR", help="learning rates to try"
+    )
+    sweep.add_argument("--seeds", type=int, nargs="+", metavar="S", help="seeds to try")
+    sweep.add_argument(
+        "--preset",
+        choices=["seed", "default", "wide"],
+        default="default",
+        help="the values of everything the grid does not vary",
+    )
+    sweep.add_argument("--epochs", type=int, help="passes over the training split")
+    sweep.add_argument(
+        "--batch-size", type=_batch_size, metavar="N|full", help="mini-batch size, or full"
+    )
+    _add_dask(sweep)
+    _add_mirror(sweep)
+    _add_common(sweep)
+    sweep.add_argument("--force", action="store_true", help="ignore caches and recompute")
+    sweep.add_argument(
+        "--promote-tolerance",
+        type=float,
+        default=0.0,
+        metavar="T",
+        help="promote if test accuracy >= champion's minus T (default 0)",
+    )
+    sweep.set_defaults(handler=_cmd_sweep)
 
     models = sub.add_parser("models", help="list saved models, or promote one (rollback)")
     models_sub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
@@ -146,7 +193,46 @@ def build_parser() -> argparse.ArgumentParser:
     promote.add_argument("version", metavar="VERSION")
     _add_common(promote)
     promote.set_defaults(handler=_cmd_models_promote)
+    add_commands(sub)
     return parser
+
+
+def _add_dask(parser: argparse.ArgumentParser) -> None:
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--dask-address",
+        metavar="tcp://HOST:8786",
+        help=f"run the tasks on this existing Dask cluster (env {ENV_DASK_ADDRESS}); its "
+        "workers need the same artifacts path and PREFECT_API_URL",
+    )
+    where.add_argument(
+        "--dask-local",
+        type=_positive,
+        metavar="N",
+        help="run the tasks on a local Dask cluster of N worker processes, started for the run",
+    )
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _layers(text: str) -> list[int]:
+    try:
+        widths = [int(w) for w in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of layer widths"
+        ) from None
+    if any(w < 1 for w in widths):
+        raise argparse.ArgumentTypeError(f"{text!r}: layer widths must be at least 1")
+    return widths
 
 
 def _batch_size(text: str) -> int:
@@ -230,9 +316,13 @@ def _cmd_score(args: argparse.Namespace) -> int:
     registry.load(Settings.from_env(artifacts=args.artifacts).models_dir, args.model)
 
     from flows.console import err
+    from flows.runners import run_on_runner
     from flows.scoring import scoring_flow
 
-    result = scoring_flow(
+    result = run_on_runner(
+        scoring_flow,
+        args.dask_address,
+        args.dask_local,
         inputs=args.inputs,
         output=args.output,
         output_dir=args.output_dir,
@@ -255,6 +345,57 @@ def _cmd_score(args: argparse.Namespace) -> int:
         f"{result['rejected']} rejected, {result['failed_files']} file(s) failed"
     )
     return EXIT_REJECTS if result["rejected"] or result["failed_files"] else EXIT_OK
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from flows.sweep import grid_configs
+
+    try:
+        grid_configs(
+            args.preset, args.hidden_grid, args.learning_rates, args.seeds,
+            epochs=args.epochs, batch_size=args.batch_size,
+        )  # fmt: skip
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+    from flows.console import print_steps
+    from flows.runners import run_on_runner
+    from flows.sweep import sweep_flow
+
+    result = run_on_runner(
+        sweep_flow,
+        args.dask_address,
+        args.dask_local,
+        hidden=args.hidden_grid,
+        learning_rates=args.learning_rates,
+        seeds=args.seeds,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        preset=args.preset,
+        mirror=args.mirror,
+        artifacts=args.artifacts,
+        checksums_file=args.checksums,
+        force=args.force,
+        promote_tolerance=args.promote_tolerance,
+    )
+    print_steps(result["steps"])
+    _say("")
+    width = max(len(row["config"]) for row in result["configs"])
+    _say(f"  {'config':<{width}}  val_acc  test_acc")
+    for row in result["configs"]:
+        mark = "*" if row["chosen"] else " "
+        if row["error"] is not None:
+            _say(f"{mark} {row['config']:<{width}}  failed: {row['error']}")
+            continue
+        _say(f"{mark} {row['config']:<{width}}  {row['validation_accuracy']:.4f}   "
+             f"{row['test_accuracy']:.4f}")  # fmt: skip
+    promotion = result["promotion"]
+    _say(f"chosen by validation accuracy: {result['best']['config']}")
+    _say(f"model:  {result['model']}")
+    _say(f"report: {promotion['report']}")
+    verdict = "champion" if promotion["promoted"] else "not promoted"
+    _say(f"{verdict}: {promotion['reason']}")
+    return EXIT_OK
 
 
 def _cmd_models_list(args: argparse.Namespace) -> int:

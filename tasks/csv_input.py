@@ -24,6 +24,11 @@ re-parsed one at a time with the ``csv`` module (``careful_row``), which either 
 never run per-row Python, and dirty rows still get exact reasons and line numbers. Chunks
 are parsed on a small thread pool: NumPy releases the GIL, so two workers use two cores.
 Memory is bounded by chunk size x chunks in flight, whatever the file size.
+
+Byte ranges: a plain (uncompressed) file can also be read one slice at a time, so that
+several processes score one big file (``tasks.chunks`` plans the slices). A slice starts
+and stops on line boundaries and is told how many data rows come before it, so ImageIds,
+line numbers and reject reasons are the same as when the whole file is read at once.
 """
 
 from __future__ import annotations
@@ -550,25 +555,54 @@ class PixelCsvReader:
     found in line 1; iteration raises it for ones found later (corrupt gzip, a huge line).
     """
 
-    def __init__(self, path: Path, chunk_rows: int = 2048, workers: int = 2) -> None:
+    def __init__(
+        self,
+        path: Path,
+        chunk_rows: int = 2048,
+        workers: int = 2,
+        byte_range: tuple[int, int] | None = None,
+        first_row: int = 0,
+    ) -> None:
+        """``byte_range=(start, stop)`` reads only those bytes of a plain file; both must be
+        line boundaries at or after ``data_start``, and ``first_row`` is the number of data
+        rows before ``start``. Line 1 is still read, for the layout."""
         if chunk_rows < 1:
             raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
         self.path = Path(path)
         self.chunk_rows = chunk_rows
         self.workers = max(1, workers)
+        self.first_row = first_row
         self.fast = True  # tests set False to run every row through careful_row
         self._f = _open_binary(self.path)
+        self._remaining: int | None = None  # bytes left in the byte range, if there is one
         try:
-            first = self._readline(1)
-            if not first:
+            raw_first = self._readline(1)
+            if not raw_first:
                 raise InputFileError(self.path, "is empty")
-            first = first.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 BOM from Excel exports
+            first = raw_first.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 BOM from Excel exports
             self.layout = layout_from_first_line(self.path, first)
+            # Offset of the first data row: after the header, else after any BOM.
+            self.data_start = (
+                len(raw_first) if self.layout.has_header else len(raw_first) - len(first)
+            )
+            self.compressed = isinstance(self._f, gzip.GzipFile)
+            if byte_range is not None:
+                self._seek_range(*byte_range)
         except BaseException:
             self.close()
             raise
-        # A headerless file's line 1 is its first data row.
-        self._pushback = None if self.layout.has_header else first
+        # A headerless file's line 1 is its first data row (unless a byte range starts later).
+        self._pushback = None if self.layout.has_header or byte_range is not None else first
+
+    def _seek_range(self, start: int, stop: int) -> None:
+        if self.compressed:
+            raise ValueError(f"{self.path}: byte ranges need an uncompressed file")
+        if not self.data_start <= start <= stop:
+            raise ValueError(
+                f"byte range {start}-{stop} of {self.path} must lie after byte {self.data_start}"
+            )
+        self._f.seek(start)
+        self._remaining = stop - start
 
     def close(self) -> None:
         """Close the file (and the raw file under a gzip stream)."""
@@ -601,6 +635,14 @@ class PixelCsvReader:
             raise InputFileError(self.path, f"is binary, not a text CSV (line {line_no})")
         raise InputFileError(self.path, f"line {line_no} is longer than 1 MiB")
 
+    def _read_block(self) -> bytes:
+        """The next block of at most READ_BYTES, not reading past the byte range's end."""
+        if self._remaining is None:
+            return self._read(self._f.read, READ_BYTES)
+        data = self._read(self._f.read, min(READ_BYTES, self._remaining))
+        self._remaining -= len(data)
+        return data
+
     def raw_chunks(self) -> Iterator[tuple[bytes, int]]:
         """Yield (chunk, n_lines): up to chunk_rows whole lines, the chunk ending in '\\n'.
 
@@ -611,7 +653,7 @@ class PixelCsvReader:
         part_nls: list[np.ndarray] = []  # newline offsets within the pending bytes
         size = n_nl = 0
         tail = 0  # bytes after the last newline
-        lines_before = self.layout.header_lines  # physical lines already emitted
+        lines_before = self.layout.header_lines + self.first_row  # physical lines emitted
         if self._pushback is not None:
             parts.append(self._pushback)
             part_nls.append(np.flatnonzero(np.frombuffer(self._pushback, np.uint8) == 10))
@@ -621,7 +663,7 @@ class PixelCsvReader:
         eof = False
         while True:
             while n_nl < self.chunk_rows and not eof:
-                data = self._read(self._f.read, READ_BYTES)
+                data = self._read_block()
                 if not data:
                     eof = True
                     break
@@ -672,7 +714,7 @@ class PixelCsvReader:
             return parse_chunk(chunk, first_row, self.layout, ws, fast=self.fast)
 
         pending: deque[Future[ParsedChunk]] = deque()
-        first_row = 0
+        first_row = self.first_row
         with ThreadPoolExecutor(self.workers, thread_name_prefix="csv-parse") as pool:
             try:
                 for chunk, n_lines in self.raw_chunks():

@@ -14,6 +14,15 @@ Both are written to a temp file in the destination directory and moved into plac
 the previous files or the new ones, never a partial file under the real name. The rejects
 file is committed (or a stale one removed) before the predictions, so a fresh predictions
 file always comes with its own rejects.
+
+One big file can also be scored by several processes: ``score_part`` scores one byte range
+(``tasks.chunks`` plans them) into hidden part files, and ``assemble_parts`` joins the parts
+in order into the same two outputs. The result is byte for byte what ``score_file`` writes,
+provided each range holds whole chunks of ``chunk_rows`` rows (``tasks.chunks`` aligns
+them): the model then gets the same batches, and BLAS the same float32 rounding. CSV parts
+are the rows without the header; Parquet parts are Arrow IPC streams of the very tables
+``score_file`` would have written, replayed through the same writer, so the row groups
+match too.
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ import csv
 import io
 import os
 import secrets
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -42,7 +52,15 @@ from tasks.csv_input import (
     PixelCsvReader,
 )
 
-__all__ = ["OUTPUT_COLUMNS", "InputFileError", "ScoreSummary", "score_file"]
+__all__ = [
+    "OUTPUT_COLUMNS",
+    "InputFileError",
+    "PartSummary",
+    "ScoreSummary",
+    "assemble_parts",
+    "score_file",
+    "score_part",
+]
 
 N_CLASSES = 10
 REJECT_COLUMNS = ("ImageId", "Line", "Reason")
@@ -70,6 +88,25 @@ class ScoreSummary:
 
     def to_dict(self) -> dict[str, Any]:
         """A plain dict of the fields (label_counts keys stay ints)."""
+        return asdict(self)
+
+
+@dataclass
+class PartSummary:
+    """What scoring one byte range did; ``assemble_parts`` adds these up."""
+
+    index: int
+    columns: list[str]  # the predictions' column names, for the header
+    rows: int
+    scored: int
+    rejected: int
+    label_counts: list[int]  # per predicted digit
+    confusion_matrix: list[list[int]] | None  # [true][predicted], None without labels
+    output: str  # the predictions part
+    rejects: str | None  # the rejects part, only if some row was rejected
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -147,11 +184,44 @@ class _PredictionWriter:
         self.out.discard()
 
 
-class _RejectsWriter:
-    """Writes rejects to a temp file created on the first reject; commit() settles the path."""
+class _PartWriter:
+    """The predictions of one byte range: CSV rows without a header, or for Parquet an
+    Arrow IPC stream holding each table as written, for ``assemble_parts`` to replay."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, fmt: Literal["csv", "parquet"], schema: pa.Schema) -> None:
+        self.out = _AtomicFile(path)
+        try:
+            if fmt == "csv":
+                opts = pa_csv.WriteOptions(include_header=False, quoting_style="needed")
+                self.writer: Any = pa_csv.CSVWriter(self.out.file, schema, write_options=opts)
+            else:
+                self.writer = pa.ipc.new_stream(self.out.file, schema)
+        except BaseException:
+            self.out.discard()
+            raise
+
+    def write(self, table: pa.Table) -> None:
+        self.writer.write_table(table)
+
+    def commit(self) -> None:
+        self.writer.close()
+        self.out.commit()
+
+    def discard(self) -> None:
+        with contextlib.suppress(Exception):
+            self.writer.close()
+        self.out.discard()
+
+
+class _RejectsWriter:
+    """Writes rejects to a temp file created on the first reject; commit() settles the path.
+
+    ``header=False`` is for parts, whose rows are appended under one header later.
+    """
+
+    def __init__(self, path: Path, header: bool = True) -> None:
         self.path = path
+        self.header = header
         self.out: _AtomicFile | None = None
         self.count = 0
 
@@ -160,7 +230,8 @@ class _RejectsWriter:
             return
         if self.out is None:
             self.out = _AtomicFile(self.path)
-            self.out.file.write(_csv_line(REJECT_COLUMNS))
+            if self.header:
+                self.out.file.write(_csv_line(REJECT_COLUMNS))
         buf = io.StringIO()
         csv.writer(buf, lineterminator="\n").writerows(rows)
         self.out.file.write(buf.getvalue().encode("utf-8"))
@@ -195,6 +266,18 @@ class _Tally:
             self.confusion += np.bincount(flat, minlength=N_CLASSES**2).reshape(
                 N_CLASSES, N_CLASSES
             )
+
+    def add_part(self, part: PartSummary) -> None:
+        self.rows += part.rows
+        self.scored += part.scored
+        self.label_counts += np.asarray(part.label_counts, np.int64)
+        if self.confusion is not None and part.confusion_matrix is not None:
+            self.confusion += np.asarray(part.confusion_matrix, np.int64)
+
+    def accuracy(self) -> float | None:
+        if self.confusion is None or not self.scored:
+            return None
+        return float(np.trace(self.confusion) / self.scored)
 
 
 def output_schema(layout: Layout) -> pa.Schema:
@@ -306,47 +389,220 @@ def score_file(
     """
     start = time.perf_counter()
     input_path, output_path, rejects_path = Path(input_path), Path(output_path), Path(rejects_path)
-    if fmt not in ("csv", "parquet"):
-        raise ValueError(f"fmt must be 'csv' or 'parquet', got {fmt!r}")
+    _check_fmt(fmt)
     _check_paths(input_path, output_path, rejects_path)
 
     with PixelCsvReader(input_path, chunk_rows=chunk_rows, workers=workers) as reader:
-        layout = reader.layout
-        schema = output_schema(layout)
-        for p in (output_path, rejects_path):
-            p.parent.mkdir(parents=True, exist_ok=True)
-        tally = _Tally(has_labels=layout.label_col is not None)
-        predictions = _PredictionWriter(output_path, fmt, schema)
-        rejects = _RejectsWriter(rejects_path)
-        try:
-            with contextlib.closing(reader.chunks()) as chunks:
-                for chunk in chunks:
-                    table, bad, labels = _score_chunk(chunk, layout, schema, predict_proba)
-                    predictions.write(table)
-                    rejects.write(bad)
-                    tally.add(chunk.n_rows, labels, chunk.labels)
-            rejects.commit()
-            predictions.commit()
-        except BaseException:
-            predictions.discard()
-            rejects.discard()
-            raise
+        schema = output_schema(reader.layout)
+        tally = _Tally(has_labels=reader.layout.label_col is not None)
+        rejected = _stream(
+            reader,
+            schema,
+            predict_proba,
+            tally,
+            lambda: _PredictionWriter(output_path, fmt, schema),
+            _RejectsWriter(rejects_path),
+            (output_path, rejects_path),
+        )
+    return _file_summary(
+        input_path, output_path, rejects_path, tally, rejected, time.perf_counter() - start
+    )
 
-    accuracy = confusion = None
-    if tally.confusion is not None:
-        confusion = tally.confusion.tolist()
-        if tally.scored:
-            accuracy = float(np.trace(tally.confusion) / tally.scored)
+
+def score_part(
+    input_path: Path,
+    output_part: Path,
+    rejects_part: Path,
+    predict_proba: Callable[[np.ndarray], np.ndarray],
+    *,
+    index: int,
+    byte_range: tuple[int, int],
+    first_row: int,
+    fmt: Literal["csv", "parquet"] = "csv",
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    workers: int = 2,
+) -> PartSummary:
+    """Score the rows in ``byte_range`` of a plain file into part files (see module doc).
+
+    ``first_row`` is the number of data rows before the range, so ImageIds and line
+    numbers are the file's own. Parts are written atomically: scoring a range again
+    replaces its parts, never appends to them.
+    """
+    start = time.perf_counter()
+    input_path, output_part, rejects_part = Path(input_path), Path(output_part), Path(rejects_part)
+    _check_fmt(fmt)
+    _check_paths(input_path, output_part, rejects_part)
+    with PixelCsvReader(
+        input_path, chunk_rows, workers, byte_range=byte_range, first_row=first_row
+    ) as reader:
+        schema = output_schema(reader.layout)
+        tally = _Tally(has_labels=reader.layout.label_col is not None)
+        rejected = _stream(
+            reader,
+            schema,
+            predict_proba,
+            tally,
+            lambda: _PartWriter(output_part, fmt, schema),
+            _RejectsWriter(rejects_part, header=False),
+            (output_part, rejects_part),
+        )
+    return PartSummary(
+        index=index,
+        columns=list(schema.names),
+        rows=tally.rows,
+        scored=tally.scored,
+        rejected=rejected,
+        label_counts=tally.label_counts.tolist(),
+        confusion_matrix=None if tally.confusion is None else tally.confusion.tolist(),
+        output=str(output_part),
+        rejects=str(rejects_part) if rejected else None,
+        seconds=time.perf_counter() - start,
+    )
+
+
+def assemble_parts(
+    input_path: Path,
+    output_path: Path,
+    rejects_path: Path,
+    parts: list[PartSummary],
+    *,
+    fmt: Literal["csv", "parquet"] = "csv",
+) -> ScoreSummary:
+    """Join the parts of every range of ``input_path``, in order, into the two outputs.
+
+    Both outputs are written atomically, rejects first, as ``score_file`` does. The part
+    files are left for the caller to remove.
+    """
+    start = time.perf_counter()
+    input_path, output_path, rejects_path = Path(input_path), Path(output_path), Path(rejects_path)
+    _check_fmt(fmt)
+    _check_paths(input_path, output_path, rejects_path)
+    parts = sorted(parts, key=lambda p: p.index)
+    if not parts or [p.index for p in parts] != list(range(len(parts))):
+        raise ValueError(f"parts of {input_path} are missing: got {[p.index for p in parts]}")
+    for p in (output_path, rejects_path):
+        p.parent.mkdir(parents=True, exist_ok=True)
+    tally = _Tally(has_labels=parts[0].confusion_matrix is not None)
+    rejected = 0
+    for part in parts:
+        tally.add_part(part)
+        rejected += part.rejected
+
+    rejects = _AtomicFile(rejects_path) if rejected else None
+    predictions: _AtomicFile | _PredictionWriter | None = None
+    try:
+        if rejects is not None:
+            rejects.file.write(_csv_line(REJECT_COLUMNS))
+            for part in parts:
+                if part.rejects is not None:
+                    _append_file(Path(part.rejects), rejects.file)
+        predictions = _join_predictions(parts, output_path, fmt)
+        if rejects is not None:
+            rejects.commit()
+        elif rejects_path.is_file():
+            rejects_path.unlink()  # a stale rejects file would blame rows that are fine now
+        predictions.commit()
+    except BaseException:
+        if predictions is not None:
+            predictions.discard()
+        if rejects is not None:
+            rejects.discard()
+        raise
+    seconds = sum(p.seconds for p in parts) + time.perf_counter() - start
+    return _file_summary(input_path, output_path, rejects_path, tally, rejected, seconds)
+
+
+def _append_file(source: Path, dest: BinaryIO) -> None:
+    with open(source, "rb") as f:
+        shutil.copyfileobj(f, dest, 1 << 20)
+
+
+def _join_predictions(
+    parts: list[PartSummary], output_path: Path, fmt: Literal["csv", "parquet"]
+) -> _AtomicFile | _PredictionWriter:
+    """The predictions parts joined into a temp file, ready to commit."""
+    if fmt == "csv":
+        out = _AtomicFile(output_path)
+        try:
+            out.file.write(_csv_line(tuple(parts[0].columns)))
+            for part in parts:
+                _append_file(Path(part.output), out.file)
+        except BaseException:
+            out.discard()
+            raise
+        return out
+    # Parquet: replay the very tables score_file would have written, in the same order,
+    # through the same writer, so that the row groups come out the same.
+    writer: _PredictionWriter | None = None
+    try:
+        for part in parts:
+            with pa.ipc.open_stream(part.output) as stream:
+                if writer is None:
+                    writer = _PredictionWriter(output_path, "parquet", stream.schema)
+                for batch in stream:
+                    writer.write(pa.Table.from_batches([batch]))
+    except BaseException:
+        if writer is not None:
+            writer.discard()
+        raise
+    assert writer is not None  # there is at least one part
+    return writer
+
+
+def _stream(
+    reader: PixelCsvReader,
+    schema: pa.Schema,
+    predict_proba: Callable[[np.ndarray], np.ndarray],
+    tally: _Tally,
+    new_writer: Callable[[], _PredictionWriter | _PartWriter],
+    rejects: _RejectsWriter,
+    outputs: tuple[Path, Path],
+) -> int:
+    """Score every chunk the reader yields into the writers; commit both; rejected count."""
+    layout = reader.layout
+    for p in outputs:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    predictions = new_writer()
+    try:
+        with contextlib.closing(reader.chunks()) as chunks:
+            for chunk in chunks:
+                table, bad, labels = _score_chunk(chunk, layout, schema, predict_proba)
+                predictions.write(table)
+                rejects.write(bad)
+                tally.add(chunk.n_rows, labels, chunk.labels)
+        rejects.commit()
+        predictions.commit()
+    except BaseException:
+        predictions.discard()
+        rejects.discard()
+        raise
+    return rejects.count
+
+
+def _check_fmt(fmt: str) -> None:
+    if fmt not in ("csv", "parquet"):
+        raise ValueError(f"fmt must be 'csv' or 'parquet', got {fmt!r}")
+
+
+def _file_summary(
+    input_path: Path,
+    output_path: Path,
+    rejects_path: Path,
+    tally: _Tally,
+    rejected: int,
+    seconds: float,
+) -> ScoreSummary:
+    has_labels = tally.confusion is not None
     return ScoreSummary(
         file=str(input_path),
         rows=tally.rows,
         scored=tally.scored,
-        rejected=rejects.count,
+        rejected=rejected,
         label_counts={d: int(c) for d, c in enumerate(tally.label_counts)},
-        has_labels=layout.label_col is not None,
-        accuracy=accuracy,
-        confusion_matrix=confusion,
+        has_labels=has_labels,
+        accuracy=tally.accuracy(),
+        confusion_matrix=tally.confusion.tolist() if has_labels else None,  # type: ignore[union-attr]
         output=str(output_path),
-        rejects=str(rejects_path) if rejects.count else None,
-        seconds=time.perf_counter() - start,
+        rejects=str(rejects_path) if rejected else None,
+        seconds=seconds,
     )

@@ -1,0 +1,268 @@
+"""The deployments: nightly retraining and on-demand scoring, run by a real Prefect server.
+
+* ``mnist-training/nightly``: cron ``0 2 * * *`` in a chosen timezone (UTC by default), the
+  default preset, at most one run at a time (later runs wait their turn);
+* ``mnist-scoring/batch``: no schedule; parameters ``inputs``, ``output_dir``, ``model``.
+
+Both carry the absolute artifacts root as a parameter default, so a run from the server
+reads and writes the same data, models and task cache as ``mnist-pipeline`` on that root.
+
+Two ways to run them: ``serve`` registers both and runs them from this process
+(``prefect.serve``); ``run_stack`` first starts a local ``prefect server`` on 127.0.0.1 and
+stops it on the way out. The work-pool route (``prefect deploy --all`` plus workers) is
+``prefect.yaml`` at the repository root, with the same names, schedule and limit.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+if TYPE_CHECKING:  # Prefect is imported when used: the CLI sets its environment first
+    from prefect.deployments.runner import RunnerDeployment
+
+TRAINING = "mnist-training/nightly"
+SCORING = "mnist-scoring/batch"
+NIGHTLY_CRON = "0 2 * * *"
+ENV_TIMEZONE = "MNIST_TIMEZONE"
+DEFAULT_PORT = 4200
+# A first start migrates the server's database; on a busy 2-core machine that takes a while.
+SERVER_STARTUP_SECONDS = 180.0
+
+
+class DeploymentError(Exception):
+    """A deployment setup that cannot work: bad schedule, no server, port in use."""
+
+
+def check_schedule(cron: str, timezone: str) -> None:
+    """Raise DeploymentError unless ``cron`` is a cron expression and ``timezone`` an IANA
+    name (e.g. Europe/Paris)."""
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise DeploymentError(f"unknown timezone {timezone!r} (use an IANA name)") from None
+    from prefect.client.schemas.schedules import CronSchedule
+
+    try:
+        CronSchedule(cron=cron, timezone=timezone)
+    except ValueError:
+        raise DeploymentError(f"invalid cron expression {cron!r}") from None
+
+
+def build_deployments(
+    artifacts: Path, timezone: str = "UTC", cron: str = NIGHTLY_CRON
+) -> list[RunnerDeployment]:
+    """The two deployments, with ``artifacts`` (absolute) as their artifacts root."""
+    from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+    from prefect.schedules import Cron
+    from prefect.types.entrypoint import EntrypointType
+
+    from flows.scoring import scoring_flow
+    from flows.training import training_flow
+
+    check_schedule(cron, timezone)
+    root = str(Path(artifacts).expanduser().resolve())
+    # Module entrypoints: a run imports flows.training wherever the serve process runs.
+    nightly = training_flow.to_deployment(
+        name=TRAINING.split("/")[1],
+        schedules=[Cron(cron, timezone=timezone)],
+        parameters={"preset": "default", "artifacts": root},
+        # One training run per artifacts root: an overlapping run waits in AwaitingConcurrencySlot.
+        concurrency_limit=ConcurrencyLimitConfig(
+            limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE
+        ),
+        description=f"Retrain on MNIST nightly and promote if no worse. Artifacts: {root}",
+        tags=["mnist"],
+        entrypoint_type=EntrypointType.MODULE_PATH,
+    )
+    batch = scoring_flow.to_deployment(
+        name=SCORING.split("/")[1],
+        parameters={"artifacts": root},
+        description=f"Score CSV files with the champion (or `model`). Artifacts: {root}",
+        tags=["mnist"],
+        entrypoint_type=EntrypointType.MODULE_PATH,
+    )
+    return [nightly, batch]
+
+
+def configured_api_url() -> str | None:
+    """The Prefect API this process talks to (environment or profile), if any."""
+    from prefect.settings import get_current_settings
+
+    return get_current_settings().api.url or None
+
+
+def check_api(api_url: str, timeout: float = 5.0) -> None:
+    """Raise DeploymentError unless something answers HTTP at ``api_url``/health.
+
+    Any HTTP answer counts: an API behind auth (Prefect Cloud, an auth string) may refuse
+    the anonymous probe and still be the right server.
+    """
+    try:
+        with urllib.request.urlopen(f"{api_url.rstrip('/')}/health", timeout=timeout):
+            return
+    except urllib.error.HTTPError:
+        return
+    except OSError as exc:
+        raise DeploymentError(
+            f"cannot reach the Prefect API at {api_url} ({exc}); start a server with "
+            "`mnist-pipeline stack` or `prefect server start`"
+        ) from None
+
+
+def serve(
+    artifacts: Path,
+    timezone: str = "UTC",
+    cron: str = NIGHTLY_CRON,
+    poll_seconds: float | None = None,
+) -> None:
+    """Register both deployments with the configured Prefect API and run their flow runs
+    from this process until SIGINT or SIGTERM.
+
+    Schedules stay active when this process stops, so the server keeps creating nightly
+    runs, which start when a serve process or worker is back. ``poll_seconds`` is how
+    often the server is asked for due runs (Prefect's PREFECT_RUNNER_POLL_FREQUENCY, 10 s,
+    by default).
+    """
+    from prefect import serve as prefect_serve
+
+    deployments = build_deployments(artifacts, timezone, cron)
+    prefect_serve(*deployments, pause_on_shutdown=False, query_seconds=poll_seconds)
+
+
+def server_env(home: Path) -> dict[str, str]:
+    """The environment of a local ``prefect server``: its own home, no telemetry."""
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+    }
+    env.pop("PREFECT_API_URL", None)
+    return env
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def start_server(port: int, home: Path) -> tuple[subprocess.Popen, str]:
+    """Start ``prefect server start`` on 127.0.0.1:``port`` in its own process group, logging
+    to ``home``/server.log, and wait until it is healthy; return (process, API URL)."""
+    if not port_is_free(port):
+        raise DeploymentError(
+            f"port {port} on 127.0.0.1 is in use (a server already running?): choose another "
+            "with --port, or point PREFECT_API_URL at that server and run `mnist-pipeline serve`"
+        )
+    home.mkdir(parents=True, exist_ok=True)
+    log = home / "server.log"
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+             "--port", str(port)],
+            env=server_env(home),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            # Its own group: Ctrl-C reaches only us, and we stop it after the runner.
+            start_new_session=True,
+        )  # fmt: skip
+    api = f"http://127.0.0.1:{port}/api"
+    try:
+        wait_healthy(api, SERVER_STARTUP_SECONDS, proc, log)
+    except BaseException:
+        stop_server(proc)
+        raise
+    return proc, api
+
+
+def wait_healthy(api: str, timeout: float, proc: subprocess.Popen, log: Path) -> None:
+    """Poll ``api``/health until it answers 200; DeploymentError if ``proc`` dies or time runs
+    out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log.read_text(errors="replace").strip().splitlines()[-1:] or [""]
+            raise DeploymentError(
+                f"prefect server exited with code {proc.returncode}: {tail[0]} (log: {log})"
+            )
+        try:
+            with urllib.request.urlopen(f"{api}/health", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.25)
+    raise DeploymentError(f"prefect server not healthy after {timeout:.0f} s (log: {log})")
+
+
+def stop_server(proc: subprocess.Popen, timeout: float = 20.0) -> None:
+    """SIGTERM the server's process group, then SIGKILL it if it lingers."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(timeout=timeout)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    # The group may outlive its leader for a moment; make sure nothing of it is left.
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def run_stack(
+    port: int,
+    artifacts: Path,
+    timezone: str = "UTC",
+    cron: str = NIGHTLY_CRON,
+    home: Path | None = None,
+    poll_seconds: float | None = None,
+    on_ready: Callable[[str], None] | None = None,
+) -> None:
+    """Start a local ``prefect server`` (home ``artifacts``/.prefect-server unless ``home``),
+    serve both deployments against it, and stop the server when serving ends (Ctrl-C or
+    SIGTERM). ``on_ready(api_url)`` is called once the server is healthy."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    check_schedule(cron, timezone)
+    home = home or Path(artifacts) / ".prefect-server"
+    # Until the runner installs its own handler, SIGTERM must still stop the server.
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    proc = None
+    try:
+        proc, api = start_server(port, home)
+        if on_ready is not None:
+            on_ready(api)
+        os.environ["PREFECT_API_URL"] = api  # for the flow-run processes
+        with temporary_settings(updates={PREFECT_API_URL: api}):
+            serve(artifacts, timezone, cron, poll_seconds)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if proc is not None:
+            stop_server(proc)

@@ -1,0 +1,174 @@
+"""Where a flow run's tasks execute: threads in this process, or a Dask cluster.
+
+The flows do not change; only their task runner does, chosen when the run starts:
+
+* neither option: Prefect's ThreadPoolTaskRunner, one thread per core;
+* ``dask_address="tcp://host:8786"`` (or env ``MNIST_DASK_ADDRESS``): prefect-dask's
+  DaskTaskRunner on an existing cluster;
+* ``dask_local=N``: a DaskTaskRunner that starts a LocalCluster of N single-threaded worker
+  processes on 127.0.0.1 for the run, and stops it afterwards.
+
+The CLI applies the choice with ``flow.with_options(task_runner=...)`` before the run
+starts (``run_on_runner``). A deployment run can only pass parameters, so a flow that is
+handed Dask options while its tasks would run on threads calls itself once as a subflow
+on the chosen runner (``wants_dask_subflow``).
+
+Dask workers in other processes report task runs to the same Prefect API as the flow, so
+that API must be reachable by URL: with no PREFECT_API_URL set, ``run_on_runner`` starts
+Prefect's temporary local server and hands its URL to the workers (fine for
+``dask_local``; a cluster on other machines needs a real ``prefect server``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # Prefect is imported when used: the CLI sets its environment first
+    from prefect import Flow
+    from prefect.futures import PrefectFuture
+    from prefect.task_runners import TaskRunner
+
+ENV_DASK_ADDRESS = "MNIST_DASK_ADDRESS"
+
+
+def resolve_dask(
+    dask_address: str | None = None, dask_local: int | None = None
+) -> tuple[str | None, int | None]:
+    """The Dask options in force: those given, else ``MNIST_DASK_ADDRESS``; ValueError if
+    both are given or N < 1."""
+    if dask_address and dask_local:
+        raise ValueError("give a Dask scheduler address or a local cluster size, not both")
+    if dask_local is not None and dask_local < 1:
+        raise ValueError(f"a local Dask cluster needs at least 1 worker, got {dask_local}")
+    if not dask_address and not dask_local:
+        dask_address = os.environ.get(ENV_DASK_ADDRESS) or None
+    return dask_address or None, dask_local or None
+
+
+def local_cluster_kwargs(n_workers: int) -> dict[str, Any]:
+    """A LocalCluster of single-threaded worker processes, reachable only from this host.
+
+    One thread per process: the scorer and the trainer already use NumPy's threads, and
+    processes sidestep the GIL for the Python parts of a task.
+    """
+    return {
+        "n_workers": n_workers,
+        "processes": True,
+        "threads_per_worker": 1,
+        "host": "127.0.0.1",
+        "dashboard_address": None,  # the dashboard needs bokeh, which is not installed
+    }
+
+
+def task_runner(dask_address: str | None = None, dask_local: int | None = None) -> TaskRunner:
+    """The task runner for these options (see the module docstring)."""
+    address, n_workers = resolve_dask(dask_address, dask_local)
+    if address is None and n_workers is None:
+        from prefect.task_runners import ThreadPoolTaskRunner
+
+        return ThreadPoolTaskRunner(max_workers=os.cpu_count() or 2)
+    from prefect_dask import DaskTaskRunner
+
+    if address is not None:
+        return DaskTaskRunner(address=address)
+    return DaskTaskRunner(cluster_kwargs=local_cluster_kwargs(n_workers or 1))
+
+
+def _on_dask(runner: TaskRunner | None) -> bool:
+    if runner is None:
+        return False
+    from prefect_dask import DaskTaskRunner
+
+    return isinstance(runner, DaskTaskRunner)
+
+
+@contextlib.contextmanager
+def api_for_workers() -> Iterator[None]:
+    """Make sure the Prefect API has a URL other processes can use, for the block's length."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    if PREFECT_API_URL.value():
+        yield
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()  # the same one Prefect's ephemeral mode would start
+    server.start()
+    with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+        yield
+
+
+def run_on_runner(
+    flow: Flow, dask_address: str | None = None, dask_local: int | None = None, **parameters: Any
+) -> Any:
+    """Run ``flow`` with the task runner these options choose; return its result."""
+    address, n_workers = resolve_dask(dask_address, dask_local)
+    runner = task_runner(address, n_workers)
+    guard = contextlib.nullcontext()
+    if _on_dask(runner):
+        quiet_dask_logs()
+        guard = api_for_workers()
+    with guard:
+        return flow.with_options(task_runner=runner)(
+            dask_address=address, dask_local=n_workers, **parameters
+        )
+
+
+def wants_dask_subflow(dask_address: str | None, dask_local: int | None) -> bool:
+    """True inside a flow run asked to use Dask whose own task runner is not Dask."""
+    from prefect.context import FlowRunContext
+
+    address, n_workers = resolve_dask(dask_address, dask_local)
+    if address is None and n_workers is None:
+        return False
+    context = FlowRunContext.get()
+    return context is not None and not _on_dask(context.task_runner)
+
+
+def quiet_dask_logs() -> None:
+    """Keep Dask's warnings but not its INFO lines (cluster start-up and shut-down chatter)."""
+    import logging
+
+    import distributed  # noqa: F401 (its import sets the level this overrides)
+
+    logging.getLogger("distributed").setLevel(logging.WARNING)
+
+
+def outcome(future: PrefectFuture) -> Any:
+    """The task's result, or the exception it failed with (also a worker lost for good).
+
+    On Dask the future is then released. A result that a client still holds stays on the
+    worker that computed it, and if that worker dies Dask computes it again: a finished
+    task would run a second time, after the flow had moved on (a range's parts written
+    again after they were joined and removed). Taking each result once, in order, and
+    letting go of it means a task only ever runs again while the flow still waits for it.
+    """
+    try:
+        result = future.result()
+    except Exception as exc:  # reported per file or per config by the flows
+        result = exc
+    release = getattr(getattr(future, "wrapped_future", None), "release", None)
+    if callable(release):  # a distributed.Future; concurrent.futures has no such method
+        release()
+    return result
+
+
+def fill_seconds(steps: list[dict[str, Any]], futures: dict[str, PrefectFuture]) -> None:
+    """Fill the seconds of steps that ran in another process from the Prefect API.
+
+    ``flows.steps.report`` times steps with a state hook, which runs where the task ran:
+    on a Dask worker, not here. The API has every task run's run time.
+    """
+    from prefect import get_client
+
+    missing = [row for row in steps if row["seconds"] == 0.0]
+    if not missing:
+        return
+    with get_client(sync_client=True) as client:
+        for row in missing:
+            run = client.read_task_run(futures[row["step"]].task_run_id)
+            if run.total_run_time is not None:
+                row["seconds"] = round(run.total_run_time.total_seconds(), 3)

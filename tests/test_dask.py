@@ -1,0 +1,424 @@
+"""Scale-out: byte ranges of one file, task runners, and scoring on a real Dask cluster.
+
+The end-to-end tests start a ``distributed.LocalCluster`` of two worker processes on
+127.0.0.1 and run the ``mnist-scoring`` flow on it through prefect-dask, against the
+session's Prefect server; the outputs must be byte for byte those of the local runner.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import os
+import signal
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from tasks.chunks import part_paths, plan_ranges, remove_parts, splittable
+from tasks.csv_input import PixelCsvReader
+from tasks.score import DEFAULT_CHUNK_ROWS, assemble_parts, score_file, score_part
+from tests.test_score import image, line, linear_softmax
+
+HEADER = ",".join(f"pixel{j}" for j in range(784))
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def digits_csv(path: Path, n: int, seed: int, labels: bool = True, bad: tuple[int, ...] = ()):
+    """A Kaggle-style CSV of ``n`` synthetic digits (rows in ``bad`` get a pixel of 300)."""
+    from tests.support import synthetic_digits
+
+    unique = min(n, 1000)  # tile a block of distinct rows: writing stays fast
+    images, y = synthetic_digits(unique, seed)
+    text = [str(v) for v in range(256)]
+    rows = [
+        (f"{y[i]}," if labels else "") + ",".join([text[v] for v in images[i].ravel().tolist()])
+        for i in range(unique)
+    ]
+    with open(path, "w") as f:
+        f.write(("label," if labels else "") + HEADER + "\n")
+        for k in range(n):
+            row = rows[k % unique]
+            f.write((row[: row.rindex(",")] + ",300" if k in bad else row) + "\n")
+    return path
+
+
+def ranges_then_join(src: Path, out: Path, rejects: Path, chunk_bytes: int, **kw):
+    """Score ``src`` range by range, as the flow's tasks do, and join the parts."""
+    with PixelCsvReader(src) as reader:
+        start = reader.data_start
+    parts = []
+    for r in plan_ranges(src, start, chunk_bytes, kw.get("chunk_rows", DEFAULT_CHUNK_ROWS)):
+        part_out, part_rejects = part_paths(out, rejects, "t0k3n", r.index)
+        parts.append(
+            score_part(
+                src,
+                part_out,
+                part_rejects,
+                linear_softmax,
+                index=r.index,
+                byte_range=(r.start, r.stop),
+                first_row=r.first_row,
+                **kw,
+            )
+        )
+    summary = assemble_parts(src, out, rejects, parts, fmt=kw.get("fmt", "csv"))
+    remove_parts(out, rejects, "t0k3n")
+    return summary, parts
+
+
+def same_summary(a, b) -> bool:
+    drop = {"output", "rejects", "seconds"}
+    return {k: v for k, v in a.to_dict().items() if k not in drop} == {
+        k: v for k, v in b.to_dict().items() if k not in drop
+    }
+
+
+# ----------------------------------------------------------------------------- byte ranges
+
+
+def test_ranges_cover_the_data_once_on_line_boundaries(tmp_path):
+    src = tmp_path / "in.csv"
+    src.write_bytes(b"h1,h2\n" + b"".join(b"%d,%d\n" % (i, i * 7) for i in range(1000)) + b"9,9")
+    data = src.read_bytes()
+    ranges = plan_ranges(src, 6, chunk_bytes=500, align_rows=4)
+    assert ranges[0].start == 6 and ranges[-1].stop == len(data)
+    rows = 0
+    for a, b in zip(ranges, ranges[1:], strict=False):
+        assert a.stop == b.start and data[a.stop - 1 : a.stop] == b"\n"
+        assert a.stop - a.start >= 500
+        rows += data[a.start : a.stop].count(b"\n")
+        assert b.first_row == rows and rows % 4 == 0
+    assert [r.index for r in ranges] == list(range(len(ranges)))
+    assert plan_ranges(src, 6, chunk_bytes=10**9) == [type(ranges[0])(0, 6, len(data), 0)]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+@pytest.mark.parametrize(
+    ("header", "labels", "bom", "end"),
+    [(True, True, False, "\n"), (False, False, True, "\r\n"), (True, False, False, "\r\n")],
+)
+def test_joined_ranges_are_byte_for_byte_one_pass(tmp_path, fmt, header, labels, bom, end):
+    lines = [("label," if labels else "") + HEADER] if header else []
+    for i in range(150):
+        px = image(i)
+        if i % 9 == 4:
+            px[7] = 256  # rejected, with its line number
+        lines.append("" if i % 31 == 5 else line(([i % 10] if labels else []) + px))
+    src = tmp_path / "in.csv"
+    src.write_bytes((b"\xef\xbb\xbf" if bom else b"") + (end.join(lines) + end).encode())
+    ext = "csv" if fmt == "csv" else "parquet"
+    one = score_file(
+        src,
+        tmp_path / f"one.{ext}",
+        tmp_path / "one.rejects.csv",
+        linear_softmax,
+        fmt=fmt,
+        chunk_rows=8,
+    )
+    for chunk_bytes in (1, 20_000):
+        joined, parts = ranges_then_join(
+            src,
+            tmp_path / f"two.{ext}",
+            tmp_path / "two.rejects.csv",
+            chunk_bytes,
+            fmt=fmt,
+            chunk_rows=8,
+        )
+        assert len(parts) > 1
+        assert (tmp_path / f"two.{ext}").read_bytes() == (tmp_path / f"one.{ext}").read_bytes()
+        assert (tmp_path / "two.rejects.csv").read_bytes() == (
+            tmp_path / "one.rejects.csv"
+        ).read_bytes()
+        assert same_summary(one, joined)
+        assert sorted(p.name for p in tmp_path.iterdir() if "t0k3n" in p.name) == []
+
+
+def test_a_range_scored_twice_replaces_its_parts(tmp_path):
+    src = digits_csv(tmp_path / "in.csv", 40, seed=1, bad=(3, 30))
+    out, rejects = tmp_path / "p.csv", tmp_path / "p.rejects.csv"
+    with PixelCsvReader(src) as reader:
+        ranges = plan_ranges(src, reader.data_start, 1, align_rows=16)
+    parts = []
+    for r in ranges:
+        paths = part_paths(out, rejects, "tok", r.index)
+        for _ in range(2):  # a retry after a lost worker scores the range again
+            part = score_part(
+                src,
+                *paths,
+                linear_softmax,
+                index=r.index,
+                byte_range=(r.start, r.stop),
+                first_row=r.first_row,
+                chunk_rows=16,
+            )
+        parts.append(part)
+    (tmp_path / f"..{out.name}.tok-part00001.abc.tmp").write_text("left by a killed writer")
+    summary = assemble_parts(src, out, rejects, parts)
+    assert remove_parts(out, rejects, "tok") == len(ranges) + 2 + 1  # 2 rejects parts + a tmp
+    ids = [int(r["ImageId"]) for r in csv.DictReader(open(out))]
+    bad = [int(r["ImageId"]) for r in csv.DictReader(open(rejects))]
+    assert sorted(ids + bad) == list(range(1, 41)) and bad == [4, 31]
+    assert summary.rows == 40 and summary.rejected == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv", "p.csv", "p.rejects.csv"]
+
+
+def test_gzip_and_small_files_are_not_split(tmp_path):
+    src = digits_csv(tmp_path / "in.csv", 50, seed=2)
+    gz = tmp_path / "in.csv.gz"
+    gz.write_bytes(gzip.compress(src.read_bytes()))
+    assert splittable(src, 1000) and not splittable(src, 10**9)
+    assert not splittable(gz, 10) and not splittable(tmp_path / "missing.csv", 10)
+    with pytest.raises(ValueError, match="uncompressed"):
+        PixelCsvReader(gz, byte_range=(0, 10))
+
+
+def test_runner_choice(monkeypatch):
+    from prefect.task_runners import ThreadPoolTaskRunner
+    from prefect_dask import DaskTaskRunner
+
+    from flows.runners import ENV_DASK_ADDRESS, resolve_dask, task_runner
+
+    monkeypatch.delenv(ENV_DASK_ADDRESS, raising=False)
+    assert isinstance(task_runner(), ThreadPoolTaskRunner)
+    assert task_runner("tcp://10.0.0.1:8786").address == "tcp://10.0.0.1:8786"
+    local = task_runner(dask_local=3)
+    assert isinstance(local, DaskTaskRunner) and local.cluster_kwargs["n_workers"] == 3
+    monkeypatch.setenv(ENV_DASK_ADDRESS, "tcp://sched:8786")
+    assert resolve_dask() == ("tcp://sched:8786", None)
+    assert resolve_dask(dask_local=2) == (None, 2)  # an explicit choice beats the env
+    with pytest.raises(ValueError, match="not both"):
+        resolve_dask("tcp://a:1", 2)
+    with pytest.raises(ValueError, match="at least 1"):
+        resolve_dask(dask_local=0)
+
+
+# ----------------------------------------------------------------------------- on a cluster
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, prefect_api):
+    """An artifacts root with a champion trained on synthetic digits."""
+    from flows.training import training_flow
+    from tests.support import write_mirror
+
+    root = tmp_path_factory.mktemp("dask")
+    checksums = write_mirror(root / "mirror")
+    training_flow(
+        mirror=str(root / "mirror"),
+        checksums_file=str(checksums),
+        artifacts=str(root / "artifacts"),
+        epochs=3,
+    )
+    return root / "artifacts"
+
+
+@pytest.fixture(scope="module")
+def cluster(prefect_api):
+    """A real two-process Dask cluster on 127.0.0.1 (workers see PREFECT_API_URL)."""
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+        ) as local,
+        Client(local) as client,
+    ):
+        yield local, client
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    """Several small files (one with rejects, one gzipped) and one big file to split."""
+    folder = tmp_path_factory.mktemp("inputs")
+    for k in range(5):
+        digits_csv(
+            folder / f"small{k}.csv",
+            300 + 37 * k,
+            seed=k,
+            labels=k % 2 == 0,
+            bad=(5, 77) if k == 1 else (),
+        )
+    gz = folder / "packed.csv.gz"
+    gz.write_bytes(gzip.compress(digits_csv(folder / "packed.tmp", 500, seed=9).read_bytes()))
+    (folder / "packed.tmp").unlink()
+    rows = 4 * DEFAULT_CHUNK_ROWS + 123
+    digits_csv(folder / "big.csv", rows, seed=11, bad=(0, 8191, 8192, rows - 1))
+    return folder
+
+
+def score(inputs: Path, out: Path, artifacts: Path, **kw):
+    from flows.scoring import scoring_flow
+
+    return scoring_flow(
+        inputs=[str(inputs / "*.csv"), str(inputs / "*.csv.gz")],
+        output_dir=str(out),
+        artifacts=str(artifacts),
+        **kw,
+    )
+
+
+def tree(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+@pytest.fixture(scope="module")
+def local_run(trained, inputs, tmp_path_factory):
+    """The reference: the default thread runner, the big file scored in one pass."""
+    out = tmp_path_factory.mktemp("local")
+    result = score(inputs, out, trained, chunk_bytes=10**12)
+    return result, tree(out)
+
+
+@pytest.mark.e2e
+def test_dask_outputs_equal_the_local_runner(trained, inputs, cluster, local_run, tmp_path):
+    local_result, expected = local_run
+    big = inputs / "big.csv"
+    chunk_bytes = big.stat().st_size // 5  # cuts at every 8192 rows: 4 ranges and the tail
+    # The way a deployment asks for Dask: a parameter; the flow reruns itself on Dask.
+    result = score(
+        inputs,
+        tmp_path,
+        trained,
+        dask_address=cluster[0].scheduler_address,
+        chunk_bytes=chunk_bytes,
+    )
+    assert tree(tmp_path) == expected  # byte for byte; no part files left
+    assert "big.rejects.csv" in expected and len(expected) == 7 + 2
+    for key in ("rows", "scored", "rejected", "failed_files", "model"):
+        assert result[key] == local_result[key]
+    by_file = {Path(f["file"]).name: f for f in result["files"]}
+    assert by_file["big.csv"]["rows"] == 4 * DEFAULT_CHUNK_ROWS + 123
+    assert by_file["big.csv"]["rejected"] == 4
+    # The big file really went through ranges (the Prefect API saw those tasks).
+    tasks = _task_names()
+    assert tasks["split_csv"] == tasks["assemble_chunks"] == 1 and tasks["score_chunk"] == 5
+    assert tasks["score_csv"] == 6
+
+
+@pytest.mark.e2e
+def test_parquet_on_dask_equals_one_pass(trained, inputs, cluster, tmp_path):
+    from flows.scoring import scoring_flow
+
+    big = str(inputs / "big.csv")
+    scoring_flow(
+        inputs=[big],
+        output=str(tmp_path / "one.parquet"),
+        format="parquet",
+        artifacts=str(trained),
+        chunk_bytes=10**12,
+    )
+    scoring_flow(
+        inputs=[big],
+        output=str(tmp_path / "ranges.parquet"),
+        format="parquet",
+        artifacts=str(trained),
+        chunk_bytes=1,
+        dask_address=cluster[0].scheduler_address,
+    )
+    assert (tmp_path / "ranges.parquet").read_bytes() == (tmp_path / "one.parquet").read_bytes()
+    assert pq.read_metadata(tmp_path / "ranges.parquet").num_rows == 4 * DEFAULT_CHUNK_ROWS + 119
+
+
+@pytest.mark.e2e
+def test_worker_killed_mid_task_run_completes_exactly_once(
+    trained, inputs, cluster, local_run, tmp_path
+):
+    local, client = cluster
+    _, expected = local_run
+    killed: list[int] = []
+
+    def kill_a_worker_mid_range() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not killed:
+            for address, running in client.run(_executing).items():
+                # A range task that started a moment ago is far from done: kill its worker.
+                if any(k.startswith("score_chunk") and 0.05 < age < 0.15 for k, age in running):
+                    pid = client.run(os.getpid, workers=[address])[address]
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+                    return
+            time.sleep(0.01)
+
+    killer = threading.Thread(target=kill_a_worker_mid_range, daemon=True)
+    killer.start()
+    chunk_bytes = (inputs / "big.csv").stat().st_size // 5
+    result = score(
+        inputs, tmp_path, trained, dask_address=local.scheduler_address, chunk_bytes=chunk_bytes
+    )
+    killer.join()
+    assert killed, "no range task was caught running"
+    assert tree(tmp_path) == expected  # no duplicate, no missing row; parts cleaned up
+    ids = [int(r["ImageId"]) for r in csv.DictReader(open(tmp_path / "big.predictions.csv"))]
+    ids += [int(r["ImageId"]) for r in csv.DictReader(open(tmp_path / "big.rejects.csv"))]
+    assert sorted(ids) == list(range(1, 4 * DEFAULT_CHUNK_ROWS + 124))
+    assert result["failed_files"] == 0
+    client.wait_for_workers(2, timeout=60)  # the nanny restarted it
+    assert killed[0] not in client.run(os.getpid).values()
+
+
+@pytest.mark.e2e
+def test_cli_score_on_a_local_dask_cluster(trained, inputs, local_run, tmp_path):
+    from tests.conftest import run_cli
+
+    _, expected = local_run
+    done = run_cli(
+        "score",
+        str(inputs / "small0.csv"),
+        str(inputs / "small1.csv"),
+        "--output-dir",
+        str(tmp_path),
+        "--artifacts",
+        str(trained),
+        "--dask-local",
+        "2",
+    )
+    assert done.returncode == 3, done.stderr  # small1 has two rejected rows
+    assert "2 rejected" in done.stdout and "Traceback" not in done.stderr
+    assert tree(tmp_path) == {
+        k: v for k, v in expected.items() if k.startswith("small0.") or k.startswith("small1.")
+    }
+    done = run_cli("score", "x.csv", "--output-dir", str(tmp_path), "--dask-local", "0")
+    assert done.returncode == 2 and "must be at least 1" in done.stderr
+
+
+def _executing(dask_worker) -> list[tuple[str, float]]:
+    """(key, seconds running) of the tasks a worker is executing (run on the worker)."""
+    now = time.time()
+    return [
+        (str(ts.key), now - ts.start_time)
+        for ts in dask_worker.state.executing
+        if ts.start_time is not None
+    ]
+
+
+def _task_names() -> Counter[str]:
+    """Names of the task runs of the latest mnist-scoring flow run (the Dask subflow)."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import (
+        FlowFilter,
+        FlowFilterName,
+        FlowRunFilter,
+        FlowRunFilterId,
+    )
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    with get_client(sync_client=True) as client:
+        [run] = client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=["mnist-scoring"])),
+            sort=FlowRunSort.START_TIME_DESC,
+            limit=1,
+        )
+        tasks = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id]))
+        )
+    return Counter(t.name.rsplit("-", 1)[0] for t in tasks)
