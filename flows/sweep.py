@@ -22,9 +22,8 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from flows.ingest import submit_ingestion
 from flows.runners import fill_seconds, outcome, run_on_runner, wants_dask_subflow
 from flows.steps import report, submit_cached
-from tasks import registry
+from flows.training import submit_publication
 from tasks.evaluate import evaluate_model, evaluation_outputs
-from tasks.publish import promote_model, publish_model
 from tasks.settings import Settings
 from tasks.train import FIT_FILE, fingerprint, resolve_config, train_model
 
@@ -111,26 +110,19 @@ def sweep_flow(
     label, config, run_id = runs[table.index(best)]
     best["chosen"] = True
 
-    models_dir = settings.models_dir
-    published = registry.find_published(models_dir, run_id)
-    futures["persist"] = submit_cached(
-        publish_model, settings,
-        [published / registry.BUNDLE if published else models_dir / "unpublished"], force,
-        "persist",
-        fit=outcomes[f"train {label}"], evaluation=outcomes[f"evaluate {label}"],
-        fingerprint=run_id,
-        data={
-            "train_parquet_sha256": train_data["sha256"],
-            "test_parquet_sha256": test_data["sha256"],
-            "source_sha256": settings.checksums,
-        },
-        models_dir=models_dir,
-    )  # fmt: skip
-    futures["promote"] = submit_cached(
-        promote_model, settings, [models_dir / registry.CHAMPION], force, "promote",
-        version=futures["persist"].result()["version"], models_dir=models_dir,
-        tolerance=promote_tolerance, force_promote=False,
-    )  # fmt: skip
+    futures.update(
+        submit_publication(
+            settings,
+            outcomes[f"train {label}"],
+            outcomes[f"evaluate {label}"],
+            run_id,
+            train_data,
+            test_data,
+            force,
+            tolerance=promote_tolerance,
+            force_promote=False,
+        )
+    )
     steps = report(futures)
     fill_seconds(steps, futures)
     create_table_artifact(

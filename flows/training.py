@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import flow
+from prefect.futures import PrefectFuture
 
 from flows.ingest import submit_ingestion
 from flows.steps import report, submit_cached
@@ -53,7 +54,6 @@ def training_flow(
 
     run_id = fingerprint(train_data["sha256"], test_data["sha256"], config)
     work_dir = settings.artifacts / "training" / run_id
-    models_dir = settings.models_dir
     futures["train"] = submit_cached(
         train_model, settings, [work_dir / FIT_FILE], force, "train",
         train=train_data, config=config, work_dir=work_dir,
@@ -62,24 +62,19 @@ def training_flow(
         evaluate_model, settings, evaluation_outputs(work_dir), force, "evaluate",
         fit=futures["train"], test=test_data, work_dir=work_dir,
     )  # fmt: skip
-    published = registry.find_published(models_dir, run_id)
-    futures["persist"] = submit_cached(
-        publish_model, settings,
-        [published / registry.BUNDLE if published else models_dir / "unpublished"], force,
-        "persist",
-        fit=futures["train"], evaluation=futures["evaluate"], fingerprint=run_id,
-        data={
-            "train_parquet_sha256": train_data["sha256"],
-            "test_parquet_sha256": test_data["sha256"],
-            "source_sha256": settings.checksums,
-        },
-        models_dir=models_dir,
-    )  # fmt: skip
-    futures["promote"] = submit_cached(
-        promote_model, settings, [models_dir / registry.CHAMPION], force, "promote",
-        version=futures["persist"].result()["version"], models_dir=models_dir,
-        tolerance=promote_tolerance, force_promote=force_promote,
-    )  # fmt: skip
+    futures.update(
+        submit_publication(
+            settings,
+            futures["train"],
+            futures["evaluate"],
+            run_id,
+            train_data,
+            test_data,
+            force,
+            tolerance=promote_tolerance,
+            force_promote=force_promote,
+        )
+    )
     steps = report(futures)
     evaluation = futures["evaluate"].result()
     return {
@@ -91,3 +86,42 @@ def training_flow(
         "test_log_loss": evaluation["test_log_loss"],
         "validation_accuracy": futures["train"].result()["validation_accuracy"],
     }
+
+
+def submit_publication(
+    settings: Settings,
+    fit: Any,
+    evaluation: Any,
+    run_id: str,
+    train_data: dict[str, Any],
+    test_data: dict[str, Any],
+    force: bool,
+    *,
+    tolerance: float,
+    force_promote: bool,
+) -> dict[str, PrefectFuture]:
+    """Submit the persist and promote steps for one trained and evaluated model.
+
+    ``fit`` and ``evaluation`` are the train and evaluate steps' futures or results.
+    Persisting is keyed on ``run_id``, so a model already published is found, not copied.
+    """
+    models_dir = settings.models_dir
+    published = registry.find_published(models_dir, run_id)
+    persist = submit_cached(
+        publish_model, settings,
+        [published / registry.BUNDLE if published else models_dir / "unpublished"], force,
+        "persist",
+        fit=fit, evaluation=evaluation, fingerprint=run_id,
+        data={
+            "train_parquet_sha256": train_data["sha256"],
+            "test_parquet_sha256": test_data["sha256"],
+            "source_sha256": settings.checksums,
+        },
+        models_dir=models_dir,
+    )  # fmt: skip
+    promote = submit_cached(
+        promote_model, settings, [models_dir / registry.CHAMPION], force, "promote",
+        version=persist.result()["version"], models_dir=models_dir,
+        tolerance=tolerance, force_promote=force_promote,
+    )  # fmt: skip
+    return {"persist": persist, "promote": promote}
