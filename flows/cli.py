@@ -97,6 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--validation-fraction", type=float, metavar="F", help="share of training rows held out"
     )
+    train.add_argument(
+        "--early-stopping",
+        type=_positive,
+        metavar="N",
+        dest="early_stopping_patience",
+        help="stop after N epochs without a lower validation loss and keep the best epoch's "
+        "weights (default: off, train every epoch)",
+    )
     _add_mirror(train)
     _add_common(train)
     train.add_argument("--force", action="store_true", help="ignore caches and recompute")
@@ -274,6 +282,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         "momentum": args.momentum,
         "seed": args.seed,
         "validation_fraction": args.validation_fraction,
+        "early_stopping_patience": args.early_stopping_patience,
     }
     try:
         resolve_config(args.preset, **overrides)

@@ -26,6 +26,7 @@ def training_flow(
     momentum: float | None = None,
     seed: int | None = None,
     validation_fraction: float | None = None,
+    early_stopping_patience: int | None = None,
     mirror: str | list[str] | None = None,
     artifacts: str | None = None,
     checksums_file: str | None = None,
@@ -47,6 +48,7 @@ def training_flow(
         momentum=momentum,
         seed=seed,
         validation_fraction=validation_fraction,
+        early_stopping_patience=early_stopping_patience,
     )
     futures = submit_ingestion(settings, force)
     train_data = futures["convert train"].result()

@@ -88,7 +88,9 @@ def test_deleted_model_version_is_rebuilt_not_trusted(mirror, artifacts):
 
 def test_cli_train_list_promote_and_tampering(mirror, artifacts):
     common = ["--mirror", str(mirror[0]), "--checksums", str(mirror[1])]
-    done = run_cli("train", *common, "--artifacts", str(artifacts), "--epochs", "2")
+    done = run_cli(
+        "train", *common, "--artifacts", str(artifacts), "--epochs", "2", "--early-stopping", "1"
+    )
     assert done.returncode == 0, done.stderr
     for line in ("download train-images-idx3-ubyte", "train ", "promote ", "model:", "report:"):
         assert line in done.stdout
@@ -98,6 +100,7 @@ def test_cli_train_list_promote_and_tampering(mirror, artifacts):
     assert listing.returncode == 0
     version = registry.list_versions(artifacts / "models")[0]["version"]
     assert f"* {version}" in listing.stdout
+    assert registry.load(artifacts / "models").bundle["config"]["early_stopping_patience"] == 1
 
     bundle = artifacts / "models" / version / "model.joblib"
     bundle.write_bytes(bundle.read_bytes()[:-1] + b"\x00")
