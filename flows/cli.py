@@ -326,7 +326,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
 
     from flows.console import err
     from flows.runners import run_on_runner
-    from flows.scoring import scoring_flow
+    from flows.scoring import confusion_lines, scoring_flow
 
     result = run_on_runner(
         scoring_flow,
@@ -349,6 +349,9 @@ def _cmd_score(args: argparse.Namespace) -> int:
              f"{accuracy} -> {f['output']}")  # fmt: skip
         if f["rejects"]:
             _say(f"  rejects: {f['rejects']}")
+        if f.get("confusion_matrix") is not None:
+            for line in confusion_lines(f["confusion_matrix"]):
+                _say(f"  {line}")
     _say(
         f"model {result['model']}: {result['scored']} of {result['rows']} rows scored, "
         f"{result['rejected']} rejected, {result['failed_files']} file(s) failed"

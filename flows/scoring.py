@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, unmapped
-from prefect.artifacts import create_table_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.futures import PrefectFuture
 from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -77,6 +77,13 @@ def scoring_flow(
         key="mnist-scoring-summary",
         description=f"scored with model {chosen['version']}",
     )
+    labelled = [f for f in files if f.get("confusion_matrix") is not None]
+    if labelled:
+        create_markdown_artifact(
+            _confusion_report(labelled),
+            key="mnist-scoring-confusion",
+            description=f"labelled inputs scored with model {chosen['version']}",
+        )
     return {
         "model": chosen["version"],
         "files": files,
@@ -143,3 +150,22 @@ def _table_row(summary: dict[str, Any]) -> dict[str, Any]:
         "accuracy": summary["accuracy"],
         "error": None,
     }
+
+
+def confusion_lines(matrix: list[list[int]]) -> list[str]:
+    """A confusion matrix as fixed-width text: a header of predicted digits, then one row
+    per true digit."""
+    width = max(3, *(len(str(n)) for row in matrix for n in row))
+    lines = ["true\\pred  " + " ".join(f"{k:>{width}}" for k in range(len(matrix)))]
+    for true, row in enumerate(matrix):
+        lines.append(f"{true:>9}  " + " ".join(f"{n:>{width}}" for n in row))
+    return lines
+
+
+def _confusion_report(files: list[dict[str, Any]]) -> str:
+    """Markdown: accuracy and confusion matrix of each file that carried labels."""
+    parts = ["# Scoring: labelled inputs", ""]
+    for f in files:
+        parts += [f"## {f['file']}", "", f"accuracy {f['accuracy']:.4f} on {f['scored']} rows", ""]
+        parts += ["```", *confusion_lines(f["confusion_matrix"]), "```", ""]
+    return "\n".join(parts)

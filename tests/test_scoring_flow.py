@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -59,6 +60,24 @@ def test_scores_a_kaggle_test_file(trained, tmp_path):
     assert (predicted == truth).mean() > 0.8  # chance is 0.1
     assert all(0 < float(r["Confidence"]) <= 1 for r in rows)
     assert not (tmp_path / "out" / "test.rejects.csv").exists()
+    assert "true\\pred" not in done.stdout, "no labels, no confusion matrix"
+
+
+def test_labelled_file_prints_accuracy_and_its_confusion_matrix(trained, tmp_path):
+    truth = kaggle_csv(tmp_path / "train.csv", 40, seed=11, labels=True)
+    done = run_cli("score", str(tmp_path / "train.csv"), "--output", str(tmp_path / "p.csv"),
+                   "--artifacts", str(trained))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    rows = read_rows(tmp_path / "p.csv")
+    assert [int(r["TrueLabel"]) for r in rows] == truth.tolist()
+    predicted = np.array([int(r["Label"]) for r in rows])
+    expected = np.zeros((10, 10), int)
+    np.add.at(expected, (truth, predicted), 1)
+    lines = done.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if "true\\pred" in line)
+    printed = [[int(n) for n in line.split()[1:]] for line in lines[header + 1 : header + 11]]
+    assert printed == expected.tolist()
+    assert f"accuracy {(predicted == truth).mean():.4f}" in done.stdout
 
 
 def test_bad_rows_and_a_missing_file_exit_3_and_the_rest_is_scored(trained, tmp_path):
@@ -127,6 +146,23 @@ def test_flow_scores_many_files_concurrently_and_summarizes(trained, tmp_path):
     ]
     champion = json.loads((trained / "models" / "champion.json").read_text())
     assert result["model"] == champion["version"]
+    for summary in result["files"]:
+        matrix = np.array(summary["confusion_matrix"])
+        assert matrix.sum() == 20 and np.trace(matrix) / 20 == summary["accuracy"]
+    assert "part3.csv" in latest_artifact("mnist-scoring-confusion")
+
+
+def latest_artifact(key):
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
+            sort="CREATED_DESC", limit=1,
+        )  # fmt: skip
+    assert found, f"no artifact {key!r}"
+    return found[0].data
 
 
 @pytest.mark.realdata
@@ -148,3 +184,5 @@ def test_real_test_set_scores_to_the_reported_accuracy_exactly(tmp_path):
     summary = result["files"][0]
     assert summary["rows"] == summary["scored"] == 10000
     assert summary["accuracy"] == trained["test_accuracy"]
+    metrics = json.loads((Path(trained["model"]).parent / "metrics.json").read_text())
+    assert summary["confusion_matrix"] == metrics["confusion_matrix"]
