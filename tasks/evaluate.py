@@ -14,7 +14,7 @@ from model import metrics
 from model.predict import predict_proba
 from tasks import plots
 from tasks.caching import CONTENT
-from tasks.dataset import read_split
+from tasks.dataset import load_split
 from tasks.errors import PipelineError
 from tasks.files import atomic_write_text, seal, sha256_file
 
@@ -65,7 +65,7 @@ def evaluate_model(fit: dict[str, Any], test: dict[str, Any], work_dir: Path) ->
     if sha256_file(Path(fit["path"])) != fit["sha256"]:
         raise PipelineError(f"{fit['path']}: changed since training; rerun with --force")
     record = joblib.load(fit["path"])
-    X, y = read_split(Path(test["path"]))
+    X, y = load_split(Path(test["path"]))
     proba = predict_proba(record["params"], X)
     result = compute_metrics(y, proba, record["config"]["n_classes"], record)
 

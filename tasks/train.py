@@ -15,7 +15,7 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from model.config import ModelConfig
 from model.train import EpochStats, fit
 from tasks.caching import CONTENT
-from tasks.dataset import read_split
+from tasks.dataset import load_split
 from tasks.files import atomic_path, seal
 
 FIT_FILE = "fit.joblib"
@@ -34,7 +34,7 @@ def train_model(train: dict[str, Any], config: dict[str, Any], work_dir: Path) -
     """Fit the network on the training split and save its weights and learning curve."""
     logger = get_run_logger()
     cfg = ModelConfig.from_dict(config)
-    X, y = read_split(Path(train["path"]))
+    X, y = load_split(Path(train["path"]))
     progress = create_progress_artifact(progress=0.0, description="mnist-training: epochs done")
     last_update = [time.monotonic()]
 
