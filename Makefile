@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 MIRROR ?=
 MIRROR_FLAG := $(if $(MIRROR),--mirror $(MIRROR),)
 
-.PHONY: setup run test lint format bench clean
+.PHONY: setup run stack test lint format bench-setup clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ setup: $(STAMP)
 
 run: setup
 	$(BIN)/mnist-pipeline train $(MIRROR_FLAG)
+
+# The local production stack: a Prefect server on 127.0.0.1:4200 serving both deployments.
+stack: setup
+	$(BIN)/mnist-pipeline stack
 
 lint: setup
 	$(BIN)/ruff check .
