@@ -29,19 +29,34 @@ def write_split(
 ) -> None:
     """Write uint8 ``images`` (n, 28, 28) and ``labels`` (n,) to ``dest`` atomically."""
     n = len(labels)
-    X = images.reshape(n, N_PIXELS).astype(np.float32)
+    pixels = images.reshape(n, N_PIXELS)
+    X = pixels.astype(np.float32)
     X /= np.float32(255)
     y = labels.astype(np.uint8, copy=False)
-    # Transposed so that each pixel column is one contiguous float32 run: Arrow then
-    # wraps the columns without copying them again.
-    columns = _transposed(X)
-    arrays = [pa.array(y)] + [pa.array(c) for c in columns]
+    # Each pixel column goes in as a dictionary array: the uint8 pixels index the 256
+    # possible float32 values. Parquet stores such a column dictionary-encoded anyway (it
+    # is what keeps the files small), and handing it the encoding saves the writer from
+    # hashing 47 million floats to find it (10-20% of the write). On disk the columns are
+    # plain FLOAT, and they read back as float32.
+    columns = _transposed(pixels)  # one contiguous run per pixel column
+    values = pa.array(np.arange(256, dtype=np.float32) / np.float32(255))
+    arrays = [pa.array(y)] + [pa.DictionaryArray.from_arrays(pa.array(c), values) for c in columns]
     table = pa.Table.from_arrays(arrays, names=["label", *PIXEL_COLUMNS])
-    table = table.replace_schema_metadata({METADATA_KEY: json.dumps(metadata).encode()})
     with atomic_path(Path(dest)) as tmp:
-        # Min/max statistics of 784 float columns cost ~20% of the write and nothing
-        # reads them (the file is always read whole).
-        pq.write_table(table, tmp, compression="zstd", write_statistics=False)
+        # No stored Arrow schema, so readers see float columns, not dictionaries (and so
+        # the footer's key-value metadata is added by hand); no min/max statistics:
+        # nothing reads them (the file is always read whole); zstd level 1, which is ~10%
+        # faster than the default and as small here (the encoded indices are what remain).
+        with pq.ParquetWriter(
+            tmp,
+            table.schema,
+            compression="zstd",
+            compression_level=1,
+            write_statistics=False,
+            store_schema=False,
+        ) as writer:
+            writer.write_table(table)
+            writer.add_key_value_metadata({METADATA_KEY: json.dumps(metadata).encode()})
     _remember(Path(dest), X, y)
 
 
