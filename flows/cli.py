@@ -450,12 +450,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Prefect creates its home folder but not the folders above it.
     Path(os.environ["PREFECT_HOME"]).expanduser().mkdir(parents=True, exist_ok=True)
 
+    from flows.backend import in_process_backend
     from flows.console import USER_ERRORS, err, quiet_user_error_tracebacks
     from tasks.registry import ModelError
 
     quiet_user_error_tracebacks()
     try:
-        return args.handler(args)
+        if args.command in ("serve", "stack"):  # their flows run in processes of their own
+            return args.handler(args)
+        with in_process_backend():
+            return args.handler(args)
     except (UsageError, ModelError) as exc:
         err(f"mnist-pipeline {args.command}: error: {exc}")
         return EXIT_USAGE
