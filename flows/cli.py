@@ -14,7 +14,14 @@ from pathlib import Path
 
 from flows.runners import ENV_DASK_ADDRESS
 from flows.serve_cli import add_commands
-from tasks.settings import ENV_ARTIFACTS, ENV_CHECKSUMS, ENV_MIRROR, Settings, prefect_env_defaults
+from tasks.settings import (
+    ENV_ARTIFACTS,
+    ENV_CHECKSUMS,
+    ENV_MIRROR,
+    Settings,
+    SettingsError,
+    prefect_env_defaults,
+)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REJECTS = 0, 1, 2, 3
 
@@ -444,7 +451,14 @@ def _say(line: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    settings = Settings.from_env(artifacts=getattr(args, "artifacts", None))
+    try:  # settings are checked here, before any flow starts
+        settings = Settings.from_env(
+            artifacts=getattr(args, "artifacts", None),
+            checksums_file=getattr(args, "checksums", None),
+        )
+    except SettingsError as exc:
+        sys.stderr.write(f"mnist-pipeline {args.command}: error: {exc}\n")
+        return EXIT_USAGE
     for key, value in prefect_env_defaults(settings.artifacts).items():
         os.environ.setdefault(key, value)
     # Prefect creates its home folder but not the folders above it.

@@ -91,7 +91,7 @@ def sweep_flow(
 
     runs = []
     for config in configs:
-        run_id = fingerprint(train_data["sha256"], test_data["sha256"], config)
+        run_id = fingerprint(settings.checksums, config)
         work_dir = settings.artifacts / "training" / run_id
         label = config_label(config)
         fit = futures[f"train {label}"] = submit_cached(

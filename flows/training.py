@@ -9,7 +9,7 @@ from prefect.futures import PrefectFuture
 
 from flows.ingest import submit_ingestion
 from flows.steps import report, submit_cached
-from tasks import registry
+from tasks import plots, registry
 from tasks.evaluate import evaluate_model, evaluation_outputs
 from tasks.publish import promote_model, publish_model
 from tasks.settings import Settings
@@ -50,20 +50,22 @@ def training_flow(
         validation_fraction=validation_fraction,
         early_stopping_patience=early_stopping_patience,
     )
+    plots.warm_up()  # the evaluation's plots then start warm (see tasks.plots.warm_up)
     futures = submit_ingestion(settings, force)
-    train_data = futures["convert train"].result()
-    test_data = futures["convert test"].result()
-
-    run_id = fingerprint(train_data["sha256"], test_data["sha256"], config)
+    run_id = fingerprint(settings.checksums, config)
     work_dir = settings.artifacts / "training" / run_id
+    # Training needs only the train split, so it starts while the test split is converted.
     futures["train"] = submit_cached(
         train_model, settings, [work_dir / FIT_FILE], force, "train",
-        train=train_data, config=config, work_dir=work_dir,
+        train=futures["convert train"], config=config, work_dir=work_dir,
     )  # fmt: skip
     futures["evaluate"] = submit_cached(
         evaluate_model, settings, evaluation_outputs(work_dir), force, "evaluate",
-        fit=futures["train"], test=test_data, work_dir=work_dir,
+        fit=futures["train"], test=futures["convert test"], work_dir=work_dir,
     )  # fmt: skip
+    # Ingestion first, so that a failure there surfaces as its root cause.
+    train_data = futures["convert train"].result()
+    test_data = futures["convert test"].result()
     futures.update(
         submit_publication(
             settings,

@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tasks.files import atomic_path
+from tasks.files import atomic_path, file_identity
 
 N_PIXELS = 784
 PIXEL_COLUMNS = [f"pixel{k}" for k in range(N_PIXELS)]
@@ -40,7 +40,13 @@ def write_split(
     # plain FLOAT, and they read back as float32.
     columns = _transposed(pixels)  # one contiguous run per pixel column
     values = pa.array(np.arange(256, dtype=np.float32) / np.float32(255))
-    arrays = [pa.array(y)] + [pa.DictionaryArray.from_arrays(pa.array(c), values) for c in columns]
+    # One dictionary array over all the columns, sliced (zero-copy) into 784: building
+    # 784 arrays one by one releases and retakes the GIL at each, and with any other
+    # thread busy (a flow runs several) each retake waited ~5 ms: seconds in all.
+    whole = pa.DictionaryArray.from_buffers(
+        pa.dictionary(pa.uint8(), pa.float32()), columns.size, [None, pa.py_buffer(columns)], values
+    )
+    arrays = [pa.array(y)] + [whole.slice(k * n, n) for k in range(N_PIXELS)]
     table = pa.Table.from_arrays(arrays, names=["label", *PIXEL_COLUMNS])
     with atomic_path(Path(dest)) as tmp:
         # No stored Arrow schema, so readers see float columns, not dictionaries (and so
@@ -63,13 +69,15 @@ def write_split(
 def read_split(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Read a split from disk as X float32 of shape (n, 784) and y uint8 of shape (n,)."""
     table = pq.read_table(path)
-    n = table.num_rows
-    # Contiguous column copies, then one blocked transpose: writing X[:, k] column by
-    # column touches a new cache line per value and is ~2x slower.
-    columns = np.empty((N_PIXELS, n), dtype=np.float32)
-    for k, name in enumerate(PIXEL_COLUMNS):
-        columns[k] = table.column(name).to_numpy()
-    return _transposed(columns), table.column("label").to_numpy().astype(np.uint8, copy=False)
+    y = table.column("label").to_numpy().astype(np.uint8, copy=False)
+    pixels = table.select(PIXEL_COLUMNS).combine_chunks()
+    if pixels.num_rows == 0:
+        return np.empty((0, N_PIXELS), dtype=np.float32), y
+    # One call builds the row-major (n, 784) matrix: converting the 784 columns one at a
+    # time releases and retakes the GIL at each, and beside any busy thread that took
+    # seconds instead of a fraction of one.
+    (batch,) = pixels.to_batches()
+    return np.asarray(batch.to_tensor(row_major=True)), y
 
 
 def load_split(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -81,7 +89,7 @@ def load_split(path: Path) -> tuple[np.ndarray, np.ndarray]:
     identity (inode, size, mtime): an atomic rename of a new file is a new key.
     """
     path = Path(path)
-    key = _identity(path)
+    key = file_identity(path)
     with _LOCK:
         if key in _RECENT:
             _RECENT.move_to_end(key)
@@ -91,15 +99,16 @@ def load_split(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return X, y
 
 
-_TRANSPOSE_BLOCK = 1024  # rows: a 784 x 1024 float32 block (3 MB) stays in cache
+_TRANSPOSE_BLOCK_BYTES = 3 << 20  # a block this size stays in cache; few blocks, few GIL waits
 
 
 def _transposed(a: np.ndarray) -> np.ndarray:
     """A C-contiguous copy of ``a.T``, made a block of rows at a time: 3-4x faster than
     ``np.ascontiguousarray(a.T)`` on MNIST's 60000 x 784 (which strides across all of it)."""
     out = np.empty(a.shape[::-1], dtype=a.dtype)
-    for start in range(0, a.shape[0], _TRANSPOSE_BLOCK):
-        out[:, start : start + _TRANSPOSE_BLOCK] = a[start : start + _TRANSPOSE_BLOCK].T
+    block = max(1, _TRANSPOSE_BLOCK_BYTES // max(1, a[:1].nbytes))  # rows
+    for start in range(0, a.shape[0], block):
+        out[:, start : start + block] = a[start : start + block].T
     return out
 
 
@@ -108,15 +117,10 @@ _LOCK = threading.Lock()
 _RECENT: OrderedDict[tuple[Any, ...], tuple[np.ndarray, np.ndarray]] = OrderedDict()
 
 
-def _identity(path: Path) -> tuple[Any, ...]:
-    stat = path.stat()
-    return (str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns)
-
-
 def _remember(path: Path, X: np.ndarray, y: np.ndarray) -> None:
     X.setflags(write=False)
     y.setflags(write=False)
-    key = _identity(path)
+    key = file_identity(path)
     with _LOCK:
         _RECENT[key] = (X, y)
         _RECENT.move_to_end(key)

@@ -15,6 +15,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 _CHUNK = 1 << 20
 
@@ -26,6 +27,13 @@ def sha256_file(path: Path) -> str:
         while chunk := f.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def file_identity(path: Path) -> tuple[Any, ...]:
+    """What changes whenever the file at ``path`` is replaced or rewritten: a key for
+    in-memory copies of its content."""
+    stat = Path(path).stat()
+    return (str(Path(path).resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns)
 
 
 @contextlib.contextmanager

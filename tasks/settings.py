@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tasks.errors import PipelineError
+
 DEFAULT_MIRRORS: tuple[str, ...] = (
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
     "https://storage.googleapis.com/cvdf-datasets/mnist/",
@@ -26,6 +28,11 @@ MNIST_SHA256: dict[str, str] = {
     "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
     "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
 }
+
+
+class SettingsError(PipelineError):
+    """A setting (flag or environment variable) that cannot be used; names which one."""
+
 
 # One mirror base, or several separated by white space, tried in order.
 ENV_MIRROR = "MNIST_MIRROR"
@@ -66,9 +73,7 @@ class Settings:
             checksums=read_checksums(Path(checksums_file))
             if checksums_file
             else dict(MNIST_SHA256),
-            retry_delays=tuple(float(d) for d in delays.split(","))
-            if delays
-            else DEFAULT_RETRY_DELAYS,
+            retry_delays=_retry_delays(delays) if delays else DEFAULT_RETRY_DELAYS,
         )
 
     @property
@@ -96,12 +101,40 @@ def _absolute(mirror: str) -> str:
 
 def read_checksums(path: Path) -> dict[str, str]:
     """Read a ``sha256sum``-style file (``<hex>  <name>``) into {name without .gz: hex}."""
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        reason = err.strerror if isinstance(err, OSError) else "not a text file"
+        raise SettingsError(f"checksums file {path}: cannot read it ({reason})") from None
     checksums = {}
-    for line in path.read_text().splitlines():
-        if line.strip():
-            digest, name = line.split()
-            checksums[name.lstrip("*").removesuffix(".gz")] = digest
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        fields = line.split()
+        if len(fields) != 2 or not _is_sha256(fields[0]):
+            raise SettingsError(
+                f"checksums file {path}, line {number}: expected '<64 hex digits>  <file name>'"
+            )
+        checksums[fields[1].lstrip("*").removesuffix(".gz")] = fields[0].lower()
+    if not checksums:
+        raise SettingsError(f"checksums file {path}: no checksums in it")
     return checksums
+
+
+def _is_sha256(text: str) -> bool:
+    return len(text) == 64 and all(c in "0123456789abcdefABCDEF" for c in text)
+
+
+def _retry_delays(text: str) -> tuple[float, ...]:
+    try:
+        delays = tuple(float(d) for d in text.split(","))
+    except ValueError:
+        delays = ()
+    if not delays or any(d < 0 for d in delays):
+        raise SettingsError(
+            f"{ENV_RETRY_DELAYS}={text!r}: expected seconds separated by commas, e.g. 2,5,15"
+        )
+    return delays
 
 
 def prefect_env_defaults(artifacts: Path) -> dict[str, str]:

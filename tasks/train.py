@@ -21,11 +21,14 @@ from tasks.files import atomic_path, seal
 FIT_FILE = "fit.joblib"
 
 
-def fingerprint(train_sha256: str, test_sha256: str, config: dict[str, Any]) -> str:
-    """Identity of a training run's inputs: the data's content and the full model config."""
-    payload = json.dumps(
-        {"train": train_sha256, "test": test_sha256, "config": config}, sort_keys=True
-    )
+def fingerprint(source_sha256: dict[str, str], config: dict[str, Any]) -> str:
+    """Identity of a training run's inputs: the MNIST source files' content (the verified
+    IDX checksums) and the full model config.
+
+    Known before any data is converted, so a flow can lay out the run's steps at once;
+    the steps' own caches still key on the Parquet files they read.
+    """
+    payload = json.dumps({"source": source_sha256, "config": config}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
 

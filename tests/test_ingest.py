@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import gzip
+
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
 from flows.ingest import ingest_flow
+from tasks import ingest
 from tasks.dataset import read_metadata, read_split
 from tasks.ingest import IngestError, mirror_url
 from tests.support import FILES, REAL_MNIST, idx_bytes, synthetic_digits, write_mirror
@@ -27,6 +30,20 @@ def test_mirror_url_joins_every_kind_of_base(tmp_path):
     assert mirror_url("https://h/x/", "f.gz") == "https://h/x/f.gz"
     assert mirror_url("file:///d/", "f.gz") == "file:///d/f.gz"
     assert mirror_url(str(tmp_path), "f.gz") == str(tmp_path / "f.gz")
+
+
+def test_decompressed_bytes_are_handed_over_once_and_never_stale(tmp_path):
+    gz = tmp_path / "f.gz"
+    gz.write_bytes(gzip.compress(b"first"))
+    ingest._hand_over(gz, b"first")
+    assert ingest._take_idx_bytes(gz) == b"first"
+    assert not ingest._HANDOVER, "taken once"
+    ingest._hand_over(gz, b"first")
+    replacement = tmp_path / "g.gz"
+    replacement.write_bytes(gzip.compress(b"second, rewritten"))
+    replacement.replace(gz)  # a new file under the same name: a new identity
+    assert ingest._take_idx_bytes(gz) == b"second, rewritten"
+    ingest._HANDOVER.clear()
 
 
 def test_http_ingest_builds_parquet_then_is_fully_cached(http_mirror, mirror, artifacts):

@@ -2,7 +2,9 @@
 
 from pathlib import Path
 
-from tasks.settings import DEFAULT_MIRRORS, MNIST_SHA256, Settings
+import pytest
+
+from tasks.settings import DEFAULT_MIRRORS, MNIST_SHA256, Settings, SettingsError
 
 
 def test_defaults(monkeypatch, tmp_path):
@@ -27,7 +29,37 @@ def test_environment_and_flags(monkeypatch, tmp_path):
 
 def test_checksums_file(tmp_path):
     sums = tmp_path / "SHA256SUMS"
-    sums.write_text("ab  train-images-idx3-ubyte.gz\ncd *t10k-labels-idx1-ubyte\n")
+    sums.write_text(
+        f"{'AB' * 32}  train-images-idx3-ubyte.gz\n\n{'cd' * 32} *t10k-labels-idx1-ubyte\n"
+    )
     settings = Settings.from_env(checksums_file=sums)
-    assert settings.checksums == {"train-images-idx3-ubyte": "ab", "t10k-labels-idx1-ubyte": "cd"}
+    assert settings.checksums == {
+        "train-images-idx3-ubyte": "ab" * 32,
+        "t10k-labels-idx1-ubyte": "cd" * 32,
+    }
     assert Path(settings.results_dir).name == ".prefect-results"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "cannot read it (No such file or directory)"),
+        ("", "no checksums in it"),
+        ("abc  train-images-idx3-ubyte.gz\n", "line 1: expected '<64 hex digits>  <file name>'"),
+        (f"{'a' * 64}\n", "line 1: expected"),
+    ],
+)
+def test_a_bad_checksums_file_is_named_in_one_line(tmp_path, content, message):
+    sums = tmp_path / "SHA256SUMS"
+    if content is not None:
+        sums.write_text(content)
+    with pytest.raises(SettingsError, match="checksums file") as caught:
+        Settings.from_env(checksums_file=sums)
+    assert str(sums) in str(caught.value) and message in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_bad_retry_delays_are_named(monkeypatch):
+    monkeypatch.setenv("MNIST_RETRY_DELAYS", "2,soon")
+    with pytest.raises(SettingsError, match="MNIST_RETRY_DELAYS='2,soon'"):
+        Settings.from_env()

@@ -124,6 +124,17 @@ def test_cli_reports_a_failed_download_in_one_line(tmp_path, artifacts):
     assert "every mirror failed" in last and str(missing) in last
 
 
+def test_a_missing_checksums_file_is_a_usage_error(tmp_path, artifacts):
+    missing = tmp_path / "no-such-SHA256SUMS"
+    done = run_cli("train", "--checksums", str(missing), "--artifacts", str(artifacts))
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        f"mnist-pipeline train: error: checksums file {missing}: "
+        "cannot read it (No such file or directory)"
+    )
+    assert not artifacts.exists() or not list(artifacts.rglob("*.parquet"))
+
+
 def test_killed_run_resumes_from_what_was_finished(mirror, artifacts):
     args = [
         sys.executable, "-m", "flows.cli", "train", "--mirror", str(mirror[0]),
@@ -135,8 +146,12 @@ def test_killed_run_resumes_from_what_was_finished(mirror, artifacts):
         start_new_session=True, env=os.environ.copy(),
     )  # fmt: skip
     deadline = time.monotonic() + 120
+    test_converted = training = False
     for line in proc.stdout:
-        if "epoch 2/400" in line or time.monotonic() > deadline:
+        # Killed mid-training, once the test split (converted alongside) is finished too.
+        test_converted |= "'convert test' - Finished in state Completed" in line
+        training |= "/400 " in line
+        if (test_converted and training) or time.monotonic() > deadline:
             break
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
