@@ -9,7 +9,7 @@ from prefect.futures import PrefectFuture
 
 from flows.ingest import submit_ingestion
 from flows.steps import report, submit_cached
-from tasks import plots, registry
+from tasks import registry
 from tasks.evaluate import evaluate_model, evaluation_outputs
 from tasks.publish import promote_model, publish_model
 from tasks.settings import Settings
@@ -50,7 +50,6 @@ def training_flow(
         validation_fraction=validation_fraction,
         early_stopping_patience=early_stopping_patience,
     )
-    plots.warm_up()  # the evaluation's plots then start warm (see tasks.plots.warm_up)
     futures = submit_ingestion(settings, force)
     run_id = fingerprint(settings.checksums, config)
     work_dir = settings.artifacts / "training" / run_id

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -19,26 +18,6 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
-
-
-def warm_up() -> threading.Thread:
-    """Import matplotlib and draw a throwaway figure in a background thread.
-
-    The first plot of a process pays ~0.5 s of imports and ~0.3 s of font loading. A flow
-    that will plot calls this first, so that the cost overlaps its downloads and Parquet
-    writes (C code that leaves the GIL free) instead of delaying the report.
-    """
-
-    def draw() -> None:
-        plt = _pyplot()
-        fig, ax = plt.subplots(figsize=(1, 1))
-        ax.set_title("0123456789")
-        fig.canvas.draw()
-        plt.close(fig)
-
-    thread = threading.Thread(target=draw, name="matplotlib-warm-up", daemon=True)
-    thread.start()
-    return thread
 
 
 def _save(fig: Any, dest: Path) -> None:
