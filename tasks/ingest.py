@@ -92,7 +92,7 @@ def _fetch_http(url: str, dest: Path) -> None:
         raise TransientFetchError(f"{url}: truncated body ({received} of {expected} bytes)")
 
 
-def idx_bytes(gz_path: Path) -> bytes:
+def decompressed_idx(gz_path: Path) -> bytes:
     """The decompressed IDX content of ``gz_path``; FetchError if it is not valid gzip."""
     # One call over the whole file, not a stream of small reads: zlib then releases the
     # GIL once, where a read loop contends for it thousands of times with the other
@@ -105,11 +105,6 @@ def idx_bytes(gz_path: Path) -> bytes:
         raise TransientFetchError(f"{gz_path.name}: truncated gzip stream") from None
     except (gzip.BadGzipFile, zlib.error) as err:
         raise FetchError(f"{gz_path.name}: not a valid gzip file ({err})") from None
-
-
-def idx_sha256(gz_path: Path) -> str:
-    """SHA-256 of the decompressed content of ``gz_path``; FetchError if it is not valid gzip."""
-    return hashlib.sha256(idx_bytes(gz_path)).hexdigest()
 
 
 # The convert step needs the IDX bytes that the download step has just decompressed to
@@ -128,16 +123,16 @@ def _hand_over(gz_path: Path, data: bytes) -> None:
             del _HANDOVER[next(iter(_HANDOVER))]  # the oldest
 
 
-def _take_idx_bytes(gz_path: Path) -> bytes:
+def _take_decompressed_idx(gz_path: Path) -> bytes:
     with _HANDOVER_LOCK:
         data = _HANDOVER.pop(file_identity(gz_path), None)
-    return idx_bytes(gz_path) if data is None else data
+    return decompressed_idx(gz_path) if data is None else data
 
 
 def _fetch_verified(source: str, dest: Path, expected_sha256: str) -> None:
     with atomic_path(dest) as tmp:
         fetch(source, tmp)
-        data = idx_bytes(tmp)
+        data = decompressed_idx(tmp)
         actual = hashlib.sha256(data).hexdigest()
         if actual != expected_sha256:
             raise FetchError(
@@ -165,7 +160,7 @@ def download(name: str, sha256: str, mirrors: tuple[str, ...], raw_dir: Path) ->
     """Fetch one MNIST file from the first mirror that has a verified copy."""
     logger = get_run_logger()
     dest = Path(raw_dir) / f"{name}.gz"
-    if is_intact(dest) and (data := _verified_idx_bytes(dest, sha256)) is not None:
+    if is_intact(dest) and (data := _verified_decompressed_idx(dest, sha256)) is not None:
         _hand_over(dest, data)
         logger.info("%s: verified copy already present", dest.name)
         return dest
@@ -186,9 +181,9 @@ def download(name: str, sha256: str, mirrors: tuple[str, ...], raw_dir: Path) ->
     raise FetchError(summary)
 
 
-def _verified_idx_bytes(gz_path: Path, sha256: str) -> bytes | None:
+def _verified_decompressed_idx(gz_path: Path, sha256: str) -> bytes | None:
     try:
-        data = idx_bytes(gz_path)
+        data = decompressed_idx(gz_path)
     except FetchError:
         return None
     return data if hashlib.sha256(data).hexdigest() == sha256 else None
@@ -200,8 +195,8 @@ def convert(
 ) -> dict[str, Any]:
     """Parse one split's IDX files and write it as normalized Parquet."""
     try:
-        images = parse_idx(_take_idx_bytes(images_gz), Path(images_gz).name, IMAGES_MAGIC)
-        labels = parse_idx(_take_idx_bytes(labels_gz), Path(labels_gz).name, LABELS_MAGIC)
+        images = parse_idx(_take_decompressed_idx(images_gz), Path(images_gz).name, IMAGES_MAGIC)
+        labels = parse_idx(_take_decompressed_idx(labels_gz), Path(labels_gz).name, LABELS_MAGIC)
     except IdxFormatError as err:
         raise IngestError(str(err)) from None
     if len(images) != len(labels):

@@ -36,13 +36,13 @@ def test_decompressed_bytes_are_handed_over_once_and_never_stale(tmp_path):
     gz = tmp_path / "f.gz"
     gz.write_bytes(gzip.compress(b"first"))
     ingest._hand_over(gz, b"first")
-    assert ingest._take_idx_bytes(gz) == b"first"
+    assert ingest._take_decompressed_idx(gz) == b"first"
     assert not ingest._HANDOVER, "taken once"
     ingest._hand_over(gz, b"first")
     replacement = tmp_path / "g.gz"
     replacement.write_bytes(gzip.compress(b"second, rewritten"))
     replacement.replace(gz)  # a new file under the same name: a new identity
-    assert ingest._take_idx_bytes(gz) == b"second, rewritten"
+    assert ingest._take_decompressed_idx(gz) == b"second, rewritten"
     ingest._HANDOVER.clear()
 
 
