@@ -116,8 +116,9 @@ def read_checksums(path: Path) -> dict[str, str]:
                 f"checksums file {path}, line {number}: expected '<64 hex digits>  <file name>'"
             )
         checksums[fields[1].lstrip("*").removesuffix(".gz")] = fields[0].lower()
-    if not checksums:
-        raise SettingsError(f"checksums file {path}: no checksums in it")
+    missing = [name for name in MNIST_SHA256 if name not in checksums]
+    if missing:
+        raise SettingsError(f"checksums file {path}: no checksum for {', '.join(missing)}")
     return checksums
 
 

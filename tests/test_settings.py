@@ -31,11 +31,14 @@ def test_checksums_file(tmp_path):
     sums = tmp_path / "SHA256SUMS"
     sums.write_text(
         f"{'AB' * 32}  train-images-idx3-ubyte.gz\n\n{'cd' * 32} *t10k-labels-idx1-ubyte\n"
+        f"{'01' * 32}  train-labels-idx1-ubyte\n{'23' * 32}  t10k-images-idx3-ubyte.gz\n"
     )
     settings = Settings.from_env(checksums_file=sums)
     assert settings.checksums == {
         "train-images-idx3-ubyte": "ab" * 32,
         "t10k-labels-idx1-ubyte": "cd" * 32,
+        "train-labels-idx1-ubyte": "01" * 32,
+        "t10k-images-idx3-ubyte": "23" * 32,
     }
     assert Path(settings.results_dir).name == ".prefect-results"
 
@@ -44,7 +47,8 @@ def test_checksums_file(tmp_path):
     ("content", "message"),
     [
         (None, "cannot read it (No such file or directory)"),
-        ("", "no checksums in it"),
+        ("", "no checksum for train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-"),
+        (f"{'a' * 64}  train-images-idx3-ubyte.gz\n", "no checksum for train-labels-idx1-ubyte"),
         ("abc  train-images-idx3-ubyte.gz\n", "line 1: expected '<64 hex digits>  <file name>'"),
         (f"{'a' * 64}\n", "line 1: expected"),
     ],
