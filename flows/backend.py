@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+_SETTLE_SECONDS = 1.0  # what the heartbeat join used to take
 
 # Either name turns heartbeats on explicitly (the second is Prefect's legacy alias).
 HEARTBEAT_VARIABLES = ("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "PREFECT_RUNNER_HEARTBEAT_FREQUENCY")
@@ -29,5 +32,14 @@ def in_process_backend() -> Iterator[None]:
     if get_current_settings().api.url or any(os.environ.get(v) for v in HEARTBEAT_VARIABLES):
         yield
         return
-    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-        yield
+    try:
+        with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+            yield
+    except BaseException:
+        # The embedded server records task-run states from events, asynchronously. A
+        # failed run ends with a burst of them (failed and not-ready steps), and stopping
+        # the server at once cancels that recording mid-write, which Prefect reports with
+        # pages of tracebacks after our one-line error. The heartbeat join used to give it
+        # this time by accident; now only a failed run waits for it.
+        time.sleep(_SETTLE_SECONDS)
+        raise

@@ -7,7 +7,7 @@ from typing import Any
 from prefect import flow
 from prefect.futures import PrefectFuture
 
-from flows.steps import report, submit_cached
+from flows.steps import report, results_in_order, submit_cached
 from tasks import ingest
 from tasks.settings import Settings
 
@@ -67,6 +67,5 @@ def ingest_flow(
     settings = Settings.from_env(artifacts=artifacts, mirror=mirror, checksums_file=checksums_file)
     futures = submit_ingestion(settings, force)
     steps = report(futures)
-    # Downloads come first, so a failure surfaces as its root cause, not an upstream error.
-    results = {step: future.result() for step, future in futures.items()}
+    results = results_in_order(futures)
     return {"steps": steps, "train": results["convert train"], "test": results["convert test"]}

@@ -45,3 +45,12 @@ def report(futures: dict[str, PrefectFuture]) -> list[dict[str, Any]]:
         }
         for step, future in futures.items()
     ]
+
+
+def results_in_order(futures: dict[str, PrefectFuture]) -> dict[str, Any]:
+    """Each step's result by name, taken in submission order.
+
+    The first failure raises its own exception: steps come before the steps that use
+    them, so that is the root cause, never a later step's "upstream did not complete".
+    """
+    return {step: future.result() for step, future in futures.items()}

@@ -21,7 +21,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.ingest import submit_ingestion
 from flows.runners import fill_seconds, outcome, run_on_runner, wants_dask_subflow
-from flows.steps import report, submit_cached
+from flows.steps import report, results_in_order, submit_cached
 from flows.training import submit_publication
 from tasks.evaluate import evaluate_model, evaluation_outputs
 from tasks.settings import Settings
@@ -86,8 +86,8 @@ def sweep_flow(
         preset, hidden, learning_rates, seeds, epochs=epochs, batch_size=batch_size
     )
     futures = submit_ingestion(settings, force)
-    train_data = futures["convert train"].result()
-    test_data = futures["convert test"].result()
+    ingested = results_in_order(futures)  # a failure raises as its root cause
+    train_data, test_data = ingested["convert train"], ingested["convert test"]
 
     runs = []
     for config in configs:

@@ -8,7 +8,7 @@ from prefect import flow
 from prefect.futures import PrefectFuture
 
 from flows.ingest import submit_ingestion
-from flows.steps import report, submit_cached
+from flows.steps import report, results_in_order, submit_cached
 from tasks import registry
 from tasks.evaluate import evaluate_model, evaluation_outputs
 from tasks.publish import promote_model, publish_model
@@ -62,9 +62,9 @@ def training_flow(
         evaluate_model, settings, evaluation_outputs(work_dir), force, "evaluate",
         fit=futures["train"], test=futures["convert test"], work_dir=work_dir,
     )  # fmt: skip
-    # Ingestion first, so that a failure there surfaces as its root cause.
-    train_data = futures["convert train"].result()
-    test_data = futures["convert test"].result()
+    # Before publishing: a failed step raises here as itself (see results_in_order).
+    done = results_in_order(futures)
+    train_data, test_data = done["convert train"], done["convert test"]
     futures.update(
         submit_publication(
             settings,

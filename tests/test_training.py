@@ -124,6 +124,27 @@ def test_cli_reports_a_failed_download_in_one_line(tmp_path, artifacts):
     assert "every mirror failed" in last and str(missing) in last
 
 
+def test_a_failed_run_on_the_embedded_server_ends_in_one_line(tmp_path, artifacts):
+    # As a user runs it: no PREFECT_API_URL, so the CLI starts Prefect's embedded server
+    # (and turns heartbeats off). The root cause, not "upstream did not complete", and no
+    # tracebacks from the server's shutdown.
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
+    missing = tmp_path / "no-such-mirror"
+    done = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "train", "--mirror", str(missing),
+         "--artifacts", str(artifacts)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "Traceback" not in done.stdout + done.stderr
+    expected = (
+        "mnist-pipeline train: error: train-images-idx3-ubyte.gz: every mirror failed: "
+        f"{missing}/train-images-idx3-ubyte.gz: no such file"
+    )
+    assert expected in done.stderr.splitlines()
+
+
 def test_a_missing_checksums_file_is_a_usage_error(tmp_path, artifacts):
     missing = tmp_path / "no-such-SHA256SUMS"
     done = run_cli("train", "--checksums", str(missing), "--artifacts", str(artifacts))
