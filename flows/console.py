@@ -7,12 +7,18 @@ import sys
 from collections.abc import Iterable
 from typing import Any
 
+from model.train import TrainingDiverged
 from model.validation import InputError
 from tasks.csv_input import InputFileError
 from tasks.errors import PipelineError
 
 # Errors caused by the user's input or environment: one line, no traceback.
-USER_ERRORS: tuple[type[BaseException], ...] = (PipelineError, InputFileError, InputError)
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    PipelineError,
+    InputFileError,
+    InputError,
+    TrainingDiverged,
+)
 
 
 class _HideUserErrorTracebacks(logging.Filter):

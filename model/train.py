@@ -67,6 +67,10 @@ class FitResult:
     stopped_early: bool
 
 
+class TrainingDiverged(FloatingPointError):
+    """The loss or the weights stopped being finite: the learning rate is too high."""
+
+
 def fit(
     X: np.ndarray,
     y: np.ndarray,
@@ -82,7 +86,7 @@ def fit(
     config : ModelConfig
     on_epoch : called with each epoch's EpochStats (progress logging)
 
-    Raises InputError for bad inputs, FloatingPointError if training diverges.
+    Raises InputError for bad inputs, TrainingDiverged if training diverges.
     """
     t_start = time.perf_counter()
     check_features(X, config.n_inputs, require_float32=True)
@@ -115,7 +119,7 @@ def fit(
                 order = shuffle_rng.permutation(train_idx)
                 train_loss, train_acc = trainer.epoch(X, y[order], lr, order)
             if not (math.isfinite(train_loss) and np.isfinite(trainer.theta).all()):
-                raise FloatingPointError(
+                raise TrainingDiverged(
                     f"training diverged in epoch {epoch} (train loss {train_loss}); "
                     f"lower learning_rate (now {config.learning_rate})"
                 )

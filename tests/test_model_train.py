@@ -8,7 +8,14 @@ import pytest
 from model.config import ModelConfig
 from model.network import backward, block_rows, forward, init_params, update
 from model.predict import predict_proba
-from model.train import EpochStats, fit, learning_rate_at, seed_streams, split_indices
+from model.train import (
+    EpochStats,
+    TrainingDiverged,
+    fit,
+    learning_rate_at,
+    seed_streams,
+    split_indices,
+)
 from model.validation import InputError
 
 SMALL = ModelConfig(
@@ -165,7 +172,7 @@ def test_curve_reports_the_schedule():
 def test_divergence_raises_instead_of_returning_nan_weights():
     X, y = blobs()
     cfg = ModelConfig(**{**SMALL.to_dict(), "learning_rate": 1e30, "momentum": 0.9})
-    with pytest.raises(FloatingPointError, match=r"training diverged in epoch 1"):
+    with pytest.raises(TrainingDiverged, match=r"training diverged in epoch 1"):
         fit(X, y, cfg)
 
 

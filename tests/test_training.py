@@ -145,6 +145,18 @@ def test_a_failed_run_on_the_embedded_server_ends_in_one_line(tmp_path, artifact
     assert expected in done.stderr.splitlines()
 
 
+def test_a_diverging_learning_rate_is_one_line(mirror, artifacts):
+    done = run_cli(
+        "train", "--mirror", str(mirror[0]), "--checksums", str(mirror[1]),
+        "--artifacts", str(artifacts), "--epochs", "2", "--learning-rate", "1e30",
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "Traceback" not in done.stdout + done.stderr
+    (error,) = [line for line in done.stderr.splitlines() if "error:" in line]
+    assert error.startswith("mnist-pipeline train: error: training diverged in epoch 1 ")
+    assert error.endswith("; lower learning_rate (now 1e+30)")
+
+
 def test_a_missing_checksums_file_is_a_usage_error(tmp_path, artifacts):
     missing = tmp_path / "no-such-SHA256SUMS"
     done = run_cli("train", "--checksums", str(missing), "--artifacts", str(artifacts))
