@@ -64,30 +64,29 @@ def training_flow(
     )  # fmt: skip
     # Before publishing: a failed step raises here as itself (see results_in_order).
     done = results_in_order(futures)
-    train_data, test_data = done["convert train"], done["convert test"]
     futures.update(
         submit_publication(
             settings,
             futures["train"],
             futures["evaluate"],
             run_id,
-            train_data,
-            test_data,
+            done["convert train"],
+            done["convert test"],
             force,
             tolerance=promote_tolerance,
             force_promote=force_promote,
         )
     )
     steps = report(futures)
-    evaluation = futures["evaluate"].result()
+    done = results_in_order(futures)
     return {
         "steps": steps,
-        "version": futures["persist"].result()["version"],
-        "model": futures["persist"].result()["path"],
-        "promotion": futures["promote"].result(),
-        "test_accuracy": evaluation["test_accuracy"],
-        "test_log_loss": evaluation["test_log_loss"],
-        "validation_accuracy": futures["train"].result()["validation_accuracy"],
+        "version": done["persist"]["version"],
+        "model": done["persist"]["path"],
+        "promotion": done["promote"],
+        "test_accuracy": done["evaluate"]["test_accuracy"],
+        "test_log_loss": done["evaluate"]["test_log_loss"],
+        "validation_accuracy": done["train"]["validation_accuracy"],
     }
 
 
