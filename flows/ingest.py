@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from prefect import flow
@@ -33,27 +34,42 @@ def submit_ingestion(settings: Settings, force: bool = False) -> dict[str, Prefe
             raw_dir=settings.raw_dir,
         )
     converts: list[PrefectFuture] = []
-    for split, prefix in SPLITS.items():
-        images, labels = f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte"
-        dest = settings.data_dir / f"{split}.parquet"
+    for split in SPLITS:
+        source = split_source(settings, split)
+        images, labels = source["source_sha256"]
         # One conversion at a time: run side by side on two cores they slowed each other
-        # ~2x, and train comes first because training needs only it (the test split's
-        # conversion then overlaps training).
+        # ~2x, and train comes first because training needs only it (training then runs
+        # while the train file is written and the test split converted).
         future = submit_cached(
             ingest.convert,
             settings,
-            [dest],
+            [Path(source["path"])],
             force,
             step=f"convert {split}",
             wait_for=converts[-1:],
             images_gz=futures[f"download {images}"],
             labels_gz=futures[f"download {labels}"],
-            dest=dest,
-            checksums={images: settings.checksums[images], labels: settings.checksums[labels]},
+            dest=Path(source["path"]),
+            checksums=source["source_sha256"],
         )
         futures[f"convert {split}"] = future
         converts.append(future)
     return futures
+
+
+def split_source(settings: Settings, split: str) -> dict[str, Any]:
+    """What a split is made of, known before it is converted: its Parquet path and the
+    checksums of the two IDX files it is decoded from (images first).
+
+    A step whose cache keys on this rather than on the Parquet file's hash can start
+    before the file is written (see ``tasks.dataset.wait_until_decoded``).
+    """
+    prefix = SPLITS[split]
+    names = (f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte")
+    return {
+        "path": str(settings.data_dir / f"{split}.parquet"),
+        "source_sha256": {name: settings.checksums[name] for name in names},
+    }
 
 
 @flow(name="mnist-ingest", log_prints=False)

@@ -19,7 +19,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.futures import wait
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.ingest import submit_ingestion
+from flows.ingest import split_source, submit_ingestion
 from flows.runners import fill_seconds, outcome, run_on_runner, wants_dask_subflow
 from flows.steps import report, results_in_order, submit_cached
 from flows.training import submit_publication
@@ -96,11 +96,11 @@ def sweep_flow(
         label = config_label(config)
         fit = futures[f"train {label}"] = submit_cached(
             train_model, settings, [work_dir / FIT_FILE], force, f"train {label}",
-            train=train_data, config=config, work_dir=work_dir,
+            train=split_source(settings, "train"), config=config, work_dir=work_dir,
         )  # fmt: skip
         futures[f"evaluate {label}"] = submit_cached(
             evaluate_model, settings, evaluation_outputs(work_dir), force, f"evaluate {label}",
-            fit=fit, test=test_data, work_dir=work_dir,
+            fit=fit, test=split_source(settings, "test"), work_dir=work_dir,
         )  # fmt: skip
         runs.append((label, config, run_id))
     wait(list(futures.values()))

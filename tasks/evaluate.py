@@ -61,11 +61,14 @@ def compute_metrics(
 
 @task(cache_policy=CONTENT)
 def evaluate_model(fit: dict[str, Any], test: dict[str, Any], work_dir: Path) -> dict[str, Any]:
-    """Score the held-out test split and write metrics and plots beside the weights."""
+    """Score the held-out test split and write metrics and plots beside the weights.
+
+    ``test`` is ``flows.ingest.split_source``'s record, as for ``train_model``.
+    """
     if sha256_file(Path(fit["path"])) != fit["sha256"]:
         raise PipelineError(f"{fit['path']}: changed since training; rerun with --force")
     record = joblib.load(fit["path"])
-    X, y = load_split(Path(test["path"]))
+    X, y = load_split(Path(test["path"]), test.get("source_sha256"))
     proba = predict_proba(record["params"], X)
     result = compute_metrics(y, proba, record["config"]["n_classes"], record)
 

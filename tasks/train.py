@@ -25,8 +25,7 @@ def fingerprint(source_sha256: dict[str, str], config: dict[str, Any]) -> str:
     """Identity of a training run's inputs: the MNIST source files' content (the verified
     IDX checksums) and the full model config.
 
-    Known before any data is converted, so a flow can lay out the run's steps at once;
-    the steps' own caches still key on the Parquet files they read.
+    Known before any data is converted, so a flow can lay out the run's steps at once.
     """
     payload = json.dumps({"source": source_sha256, "config": config}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
@@ -34,10 +33,15 @@ def fingerprint(source_sha256: dict[str, str], config: dict[str, Any]) -> str:
 
 @task(cache_policy=CONTENT)
 def train_model(train: dict[str, Any], config: dict[str, Any], work_dir: Path) -> dict[str, Any]:
-    """Fit the network on the training split and save its weights and learning curve."""
+    """Fit the network on the training split and save its weights and learning curve.
+
+    ``train`` is ``flows.ingest.split_source``'s record (path and source checksums), so
+    the cache keys on the data's source, and training can start from the decoded arrays
+    while the Parquet file is still being written.
+    """
     logger = get_run_logger()
     cfg = ModelConfig.from_dict(config)
-    X, y = load_split(Path(train["path"]))
+    X, y = load_split(Path(train["path"]), train.get("source_sha256"))
     progress = create_progress_artifact(progress=0.0, description="mnist-training: epochs done")
     last_update = [time.monotonic()]
 

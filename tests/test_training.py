@@ -7,12 +7,16 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from pathlib import Path
 
 import pytest
 
 from flows.training import training_flow
-from tasks import registry
+from tasks import dataset, registry
+from tasks import evaluate as evaluate_task
+from tasks import train as train_task
 from tests.conftest import run_cli
 from tests.support import REAL_MNIST, REPO
 
@@ -61,6 +65,33 @@ def test_trains_persists_promotes_then_is_fully_cached(mirror, artifacts):
     assert {steps[s] for s in steps if s.startswith(("download", "convert"))} == {"Cached"}
     assert {steps[s] for s in ("train", "evaluate", "persist", "promote")} == {"Completed"}
     assert third["version"] != first["version"]
+
+
+def test_train_and_evaluate_start_while_their_files_are_still_being_written(
+    mirror, artifacts, monkeypatch
+):
+    """Each split's Parquet write is held until the step that reads the split has its
+    data: if a step waited for the file instead, the hold would time out."""
+    loaded = {"train.parquet": threading.Event(), "test.parquet": threading.Event()}
+    held = {}
+    real_write, real_load = dataset._write_parquet, dataset.load_split
+
+    def held_write(dest, *args, **kwargs):
+        held[Path(dest).name] = loaded[Path(dest).name].wait(20)
+        return real_write(dest, *args, **kwargs)
+
+    def noted_load(path, source=None):
+        arrays = real_load(path, source)
+        loaded[Path(path).name].set()
+        return arrays
+
+    monkeypatch.setattr(dataset, "_write_parquet", held_write)
+    monkeypatch.setattr(train_task, "load_split", noted_load)
+    monkeypatch.setattr(evaluate_task, "load_split", noted_load)
+    result = train(artifacts, mirror, epochs=4)
+    assert held == {"train.parquet": True, "test.parquet": True}
+    assert set(states(result).values()) == {"Completed"}
+    assert result["test_accuracy"] > 0.9, "the same result as from the files"
 
 
 def test_worse_model_is_kept_but_not_promoted(mirror, artifacts):
