@@ -8,7 +8,7 @@ from typing import Any
 from prefect import flow
 from prefect.futures import PrefectFuture
 
-from flows.steps import report, results_in_order, submit_cached
+from flows.steps import freeze_heap_once, report, results_in_order, submit_cached
 from tasks import ingest
 from tasks.settings import Settings
 
@@ -80,6 +80,7 @@ def ingest_flow(
     force: bool = False,
 ) -> dict[str, Any]:
     """Download MNIST, verify it, and normalize it to Parquet under the artifacts root."""
+    freeze_heap_once()
     settings = Settings.from_env(artifacts=artifacts, mirror=mirror, checksums_file=checksums_file)
     futures = submit_ingestion(settings, force)
     steps = report(futures)

@@ -17,6 +17,7 @@ from prefect.futures import PrefectFuture
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.runners import outcome, run_on_runner, wants_dask_subflow
+from flows.steps import freeze_heap_once
 from tasks.batch_scoring import (
     Job,
     assemble_chunks,
@@ -55,6 +56,7 @@ def scoring_flow(
             output=output, model=model, artifacts=artifacts, format=format,
             chunk_bytes=chunk_bytes,
         )  # fmt: skip
+    freeze_heap_once()
     settings = Settings.from_env(artifacts=artifacts)
     jobs = plan_jobs(inputs, output, output_dir, format)
     chosen = locate_model(settings.models_dir, model)

@@ -21,7 +21,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.ingest import split_source, submit_ingestion
 from flows.runners import fill_seconds, outcome, run_on_runner, wants_dask_subflow
-from flows.steps import report, results_in_order, submit_cached
+from flows.steps import freeze_heap_once, report, results_in_order, submit_cached
 from flows.training import submit_publication
 from tasks.evaluate import evaluate_model, evaluation_outputs
 from tasks.settings import Settings
@@ -81,6 +81,7 @@ def sweep_flow(
             artifacts=artifacts, checksums_file=checksums_file, force=force,
             promote_tolerance=promote_tolerance,
         )  # fmt: skip
+    freeze_heap_once()
     settings = Settings.from_env(artifacts=artifacts, mirror=mirror, checksums_file=checksums_file)
     configs = grid_configs(
         preset, hidden, learning_rates, seeds, epochs=epochs, batch_size=batch_size

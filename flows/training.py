@@ -10,7 +10,7 @@ from prefect import flow
 from prefect.futures import PrefectFuture
 
 from flows.ingest import split_source, submit_ingestion
-from flows.steps import report, results_in_order, submit_cached
+from flows.steps import freeze_heap_once, report, results_in_order, submit_cached
 from tasks import dataset, registry
 from tasks.evaluate import evaluate_model, evaluation_outputs
 from tasks.publish import promote_model, publish_model
@@ -40,6 +40,7 @@ def training_flow(
 
     Hyperparameters left as None take the preset's value; batch_size=0 means full batch.
     """
+    freeze_heap_once()
     settings = Settings.from_env(artifacts=artifacts, mirror=mirror, checksums_file=checksums_file)
     config = resolve_config(
         preset,
