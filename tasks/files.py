@@ -12,7 +12,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import tempfile
+import secrets
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,14 +37,47 @@ def file_identity(path: Path) -> tuple[Any, ...]:
     return (str(Path(path).resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns)
 
 
+def temporary_path(dest: Path) -> Path:
+    """A new hidden name beside ``dest`` for writing it: ``.NAME.HOST-PID.RANDOM.tmp``.
+
+    The name says which process writes it, so that a temporary left by a writer that was
+    killed (nothing else leaves one) can be told from one still being written. Those of
+    ``dest`` left by dead processes of this host are removed here; other hosts' are
+    left alone, since their processes cannot be checked from here.
+    """
+    dest = Path(dest)
+    host, pid = socket.gethostname(), os.getpid()
+    prefix = f".{dest.name}."
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(dest.parent):
+            if not (entry.name.startswith(prefix) and entry.name.endswith(".tmp")):
+                continue
+            writer = entry.name[len(prefix) : -len(".tmp")].rpartition(".")[0]
+            writer_host, _, writer_pid = writer.rpartition("-")
+            if writer_host == host and writer_pid.isdigit() and not _alive(int(writer_pid)):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+    return dest.with_name(f"{prefix}{host}-{pid}.{secrets.token_hex(4)}.tmp")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
 @contextlib.contextmanager
 def atomic_path(dest: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``dest``; rename it onto ``dest`` if the block succeeds."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    os.close(fd)
-    # mkstemp creates 0600 files; outputs are meant to be read by other users and tools.
+    tmp = temporary_path(dest)
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))  # the name is ours
+    # Outputs are meant to be read by other users and tools, whatever the umask.
     os.chmod(tmp, 0o644)
     try:
         yield Path(tmp)

@@ -31,7 +31,6 @@ import contextlib
 import csv
 import io
 import os
-import secrets
 import shutil
 import time
 from collections.abc import Callable
@@ -51,6 +50,7 @@ from tasks.csv_input import (
     ParsedChunk,
     PixelCsvReader,
 )
+from tasks.files import temporary_path
 
 __all__ = [
     "OUTPUT_COLUMNS",
@@ -116,7 +116,7 @@ class _AtomicFile:
     def __init__(self, path: Path) -> None:
         self.path = path
         # Not mkstemp: its 0600 mode would survive the rename; "x" honours the umask.
-        self.tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+        self.tmp = temporary_path(path)
         self.file: BinaryIO = open(self.tmp, "xb")  # noqa: SIM115 - closed in commit/discard
 
     def commit(self) -> None:

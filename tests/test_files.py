@@ -1,8 +1,13 @@
 """Atomic writes and sidecar fingerprints."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
-from tasks.files import atomic_path, atomic_write_text, is_intact, seal
+from tasks.files import atomic_path, atomic_write_text, is_intact, seal, temporary_path
+from tests.support import REPO
 
 
 def test_atomic_path_leaves_nothing_when_the_block_fails(tmp_path):
@@ -33,3 +38,46 @@ def test_intact_until_deleted_or_altered(tmp_path):
     assert not is_intact(path)
     path.unlink()
     assert not is_intact(path)
+
+
+def killed_writer(dest: Path) -> Path:
+    """The temporary a real process leaves when it is killed (SIGKILL) mid-write."""
+    code = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from tasks.files import atomic_path\n"
+        "with atomic_path(Path(sys.argv[1])) as tmp:\n"
+        "    tmp.write_bytes(b'half a file')\n"
+        "    print(tmp, flush=True)\n"
+        "    time.sleep(600)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(dest)], stdout=subprocess.PIPE, text=True, cwd=REPO
+    )
+    tmp = Path(proc.stdout.readline().strip())
+    proc.kill()
+    proc.wait()
+    proc.stdout.close()
+    return tmp
+
+
+def test_the_next_write_removes_what_a_killed_writer_left(tmp_path):
+    dest = tmp_path / "train.parquet"
+    left = killed_writer(dest)
+    assert left.exists() and left.name.startswith(".train.parquet.")
+    atomic_write_text(dest, "whole")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train.parquet"]
+
+
+def test_live_writers_other_hosts_and_other_files_keep_their_temporaries(tmp_path):
+    dest = tmp_path / "model.joblib"
+    ours = temporary_path(dest)
+    ours.write_bytes(b"being written by this very process")
+    elsewhere = tmp_path / ".model.joblib.some-other-host-1.abcd1234.tmp"
+    elsewhere.write_bytes(b"cannot tell from here")
+    other_file = killed_writer(tmp_path / "model.joblib.sha256")
+    with atomic_path(dest) as tmp:
+        tmp.write_bytes(b"new")
+    assert ours.exists() and elsewhere.exists() and other_file.exists()
+    atomic_write_text(tmp_path / "model.joblib.sha256", "x")
+    assert not other_file.exists(), "removed by the next write of its own file"
