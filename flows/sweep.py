@@ -89,6 +89,7 @@ def sweep_flow(
     futures = submit_ingestion(settings, force)
     ingested = results_in_order(futures)  # a failure raises as its root cause
     train_data, test_data = ingested["convert train"], ingested["convert test"]
+    train_source, test_source = split_source(settings, "train"), split_source(settings, "test")
 
     runs = []
     for config in configs:
@@ -97,11 +98,11 @@ def sweep_flow(
         label = config_label(config)
         fit = futures[f"train {label}"] = submit_cached(
             train_model, settings, [work_dir / FIT_FILE], force, f"train {label}",
-            train=split_source(settings, "train"), config=config, work_dir=work_dir,
+            train=train_source, config=config, work_dir=work_dir,
         )  # fmt: skip
         futures[f"evaluate {label}"] = submit_cached(
             evaluate_model, settings, evaluation_outputs(work_dir), force, f"evaluate {label}",
-            fit=fit, test=split_source(settings, "test"), work_dir=work_dir,
+            fit=fit, test=test_source, work_dir=work_dir,
         )  # fmt: skip
         runs.append((label, config, run_id))
     wait(list(futures.values()))

@@ -165,7 +165,7 @@ def _decoded_key(path: Path, source: dict[str, str] | None) -> tuple[str, str] |
     return str(Path(path).resolve()), json.dumps(source, sort_keys=True)
 
 
-def _set_decoded(key: tuple[str, str] | None, arrays: tuple[np.ndarray, np.ndarray] | None):
+def _set_decoded(key: tuple[str, str] | None, arrays: tuple[np.ndarray, np.ndarray] | None) -> None:
     if key is None:
         return
     with _CHANGED:
