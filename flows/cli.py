@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from flows.runners import ENV_DASK_ADDRESS
 from flows.serve_cli import add_commands
@@ -314,8 +315,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     _say(f"test accuracy {result['test_accuracy']:.4f}, log-loss {result['test_log_loss']:.4f}")
     _say(f"model:  {result['model']}")
     _say(f"report: {promotion['report']}")
-    verdict = "champion" if promotion["promoted"] else "not promoted"
-    _say(f"{verdict}: {promotion['reason']}")
+    _say(promotion_line(result))
     return EXIT_OK
 
 
@@ -412,8 +412,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     _say(f"chosen by validation accuracy: {result['best']['config']}")
     _say(f"model:  {result['model']}")
     _say(f"report: {promotion['report']}")
-    verdict = "champion" if promotion["promoted"] else "not promoted"
-    _say(f"{verdict}: {promotion['reason']}")
+    _say(promotion_line(result))
     return EXIT_OK
 
 
@@ -443,6 +442,23 @@ def _cmd_models_promote(args: argparse.Namespace) -> int:
 
 class UsageError(Exception):
     """An invocation that cannot run: bad flag values."""
+
+
+def promotion_line(result: dict[str, Any]) -> str:
+    """What the promote step decided; or, when that step was Cached (decided by an earlier
+    run, whose reason may be stale), where this model stands against the champion now."""
+    promotion = result["promotion"]
+    state = next(s["state"] for s in result["steps"] if s["step"] == "promote")
+    if state != "Cached":
+        verdict = "champion" if promotion["promoted"] else "not promoted"
+        return f"{verdict}: {promotion['reason']}"
+    if result["champion"] == result["version"]:
+        return f"champion: {result['version']} (unchanged; promote step Cached)"
+    decided = "promoted" if promotion["promoted"] else "not promoted"
+    return (
+        f"not champion: the champion is {result['champion']} "
+        f"(promote step Cached; this model was {decided} when first trained)"
+    )
 
 
 def _say(line: str) -> None:

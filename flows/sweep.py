@@ -23,6 +23,7 @@ from flows.ingest import split_source, submit_ingestion
 from flows.runners import fill_seconds, outcome, run_on_runner, wants_dask_subflow
 from flows.steps import freeze_heap_once, report, results_in_order, submit_cached
 from flows.training import submit_publication
+from tasks import registry
 from tasks.evaluate import evaluate_model, evaluation_outputs
 from tasks.settings import Settings
 from tasks.train import FIT_FILE, fingerprint, resolve_config, train_model
@@ -139,6 +140,7 @@ def sweep_flow(
         "version": futures["persist"].result()["version"],
         "model": futures["persist"].result()["path"],
         "promotion": futures["promote"].result(),
+        "champion": registry.champion_version(settings.models_dir),
     }
 
 

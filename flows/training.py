@@ -90,6 +90,7 @@ def training_flow(
         "version": done["persist"]["version"],
         "model": done["persist"]["path"],
         "promotion": done["promote"],
+        "champion": registry.champion_version(settings.models_dir),
         "test_accuracy": done["evaluate"]["test_accuracy"],
         "test_log_loss": done["evaluate"]["test_log_loss"],
         "validation_accuracy": done["train"]["validation_accuracy"],

@@ -163,6 +163,12 @@ def read_champion(models_dir: Path) -> dict[str, Any] | None:
         raise ModelError(f"{path}: unreadable; promote a version to rewrite it") from None
 
 
+def champion_version(models_dir: Path) -> str | None:
+    """The version ``champion.json`` names now, or None when there is no champion yet."""
+    champion = read_champion(models_dir)
+    return None if champion is None else champion["version"]
+
+
 @contextlib.contextmanager
 def champion_lock(models_dir: Path) -> Iterator[None]:
     """Serialize champion changes across processes on this machine (and NFS with locking)."""

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from flows.cli import promotion_line
 from flows.training import training_flow
 from tasks import dataset, registry
 from tasks import evaluate as evaluate_task
@@ -58,6 +59,8 @@ def test_trains_persists_promotes_then_is_fully_cached(mirror, artifacts):
     second = train(artifacts, mirror, epochs=4)
     assert set(states(second).values()) == {"Cached"}
     assert second["version"] == first["version"]
+    unchanged = f"champion: {first['version']} (unchanged; promote step Cached)"
+    assert promotion_line(second) == unchanged
     assert len(registry.list_versions(artifacts / "models")) == 1
 
     third = train(artifacts, mirror, epochs=5)
@@ -107,6 +110,17 @@ def test_worse_model_is_kept_but_not_promoted(mirror, artifacts):
     forced = train(artifacts, mirror, epochs=1, learning_rate=1e-5, force_promote=True)
     assert forced["promotion"]["promoted"]
     assert registry.read_champion(artifacts / "models")["version"] == worse["version"]
+    assert promotion_line(forced).startswith("champion: ")
+
+    # The good model again: every step Cached, its promotion decided long ago. The CLI
+    # must say where it stands now, not repeat "promoted" from its first run.
+    again = train(artifacts, mirror, epochs=3)
+    assert set(states(again).values()) == {"Cached"} and again["promotion"]["promoted"]
+    assert again["champion"] == worse["version"]
+    assert promotion_line(again) == (
+        f"not champion: the champion is {worse['version']} "
+        "(promote step Cached; this model was promoted when first trained)"
+    )
 
 
 def test_deleted_model_version_is_rebuilt_not_trusted(mirror, artifacts):
