@@ -12,8 +12,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import secrets
 import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -41,23 +43,34 @@ def temporary_path(dest: Path) -> Path:
     """A new hidden name beside ``dest`` for writing it: ``.NAME.HOST-PID.RANDOM.tmp``.
 
     The name says which process writes it, so that a temporary left by a writer that was
-    killed (nothing else leaves one) can be told from one still being written. Those of
-    ``dest`` left by dead processes of this host are removed here; other hosts' are
-    left alone, since their processes cannot be checked from here.
+    killed (nothing else leaves one) can be told from one still being written. The first
+    time a process writes into a folder, it removes the temporaries there of dead
+    processes of this host (once per folder: an output folder may hold thousands of
+    files). Other hosts' are left alone, since their processes cannot be checked.
     """
     dest = Path(dest)
-    host, pid = socket.gethostname(), os.getpid()
-    prefix = f".{dest.name}."
+    host = socket.gethostname()
+    _remove_abandoned_once(dest.parent, host)
+    return dest.with_name(f".{dest.name}.{host}-{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
+def _remove_abandoned_once(folder: Path, host: str) -> None:
+    key = (os.getpid(), str(folder.resolve()))  # a forked child sweeps for itself
+    with _SWEPT_LOCK:
+        if key in _SWEPT:
+            return
+        _SWEPT.add(key)
+    ours = re.compile(rf"\..+\.{re.escape(host)}-(\d+)\.[0-9a-f]{{8}}\.tmp")
     with contextlib.suppress(FileNotFoundError):
-        for entry in os.scandir(dest.parent):
-            if not (entry.name.startswith(prefix) and entry.name.endswith(".tmp")):
-                continue
-            writer = entry.name[len(prefix) : -len(".tmp")].rpartition(".")[0]
-            writer_host, _, writer_pid = writer.rpartition("-")
-            if writer_host == host and writer_pid.isdigit() and not _alive(int(writer_pid)):
+        for entry in os.scandir(folder):
+            match = ours.fullmatch(entry.name)
+            if match and not _alive(int(match.group(1))):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(entry.path)
-    return dest.with_name(f"{prefix}{host}-{pid}.{secrets.token_hex(4)}.tmp")
+
+
+_SWEPT: set[tuple[int, str]] = set()  # (pid, folder) already swept
+_SWEPT_LOCK = threading.Lock()
 
 
 def _alive(pid: int) -> bool:
