@@ -61,11 +61,12 @@ def _remove_abandoned_once(folder: Path, host: str) -> None:
             return
         _SWEPT.add(key)
     ours = re.compile(rf"\..+\.{re.escape(host)}-(\d+)\.[0-9a-f]{{8}}\.tmp")
-    with contextlib.suppress(FileNotFoundError):
+    # Tidying is best effort: a folder or file it may not touch never fails the write.
+    with contextlib.suppress(OSError):
         for entry in os.scandir(folder):
             match = ours.fullmatch(entry.name)
             if match and not _alive(int(match.group(1))):
-                with contextlib.suppress(FileNotFoundError):
+                with contextlib.suppress(OSError):
                     os.unlink(entry.path)
 
 
