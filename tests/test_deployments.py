@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -315,10 +315,15 @@ def test_stack_serves_overlapping_training_runs_one_at_a_time_and_stops_cleanly(
             wait_healthy(f"{api}/health", timeout=180, proc=spawned.proc)
             wait_for_deployments(spawned)
             assert (artifacts / ".prefect-server" / "prefect.db").is_file()
-            # A "nightly" and a "manual" run at once, both doing real work.
+            # A "nightly" and a "manual" run at once, both doing real work. Both are due
+            # at the same moment, just beyond the runner's 10 s prefetch window, so that
+            # one poll fetches both and they contend for the slot however loaded the
+            # machine is (due at once, a busy runner could fetch the second only after
+            # the first, a few seconds long, had finished).
+            due = datetime.now(UTC) + timedelta(seconds=12)
             runs = [
                 run_deployment(
-                    TRAINING, timeout=0,
+                    TRAINING, timeout=0, scheduled_time=due,
                     parameters={"mirror": str(world["mirror"]), "epochs": e, "force": True},
                 )
                 for e in (2, 3)
