@@ -130,10 +130,11 @@ def _line_chart(
     canvas.text((left + right) / 2, 16, title, size=15)
     canvas.text(left - 4, top - 12, ylabel, size=11, anchor="ls")
     canvas.text((left + right) / 2, height - 12, "epoch", size=12)
-    for tick in _ticks(ylo, yhi):
+    yticks = _ticks(ylo, yhi)
+    for tick in yticks:
         _, y = at(xlo, tick)
         canvas.line([(left, y), (right, y)], _GRID)
-        canvas.text(left - 6, y, _label(tick, _ticks(ylo, yhi)), size=10, anchor="rm")
+        canvas.text(left - 6, y, _label(tick, yticks), size=10, anchor="rm")
     for tick in _ticks(xlo, xhi, integers=True):
         x, _ = at(tick, ylo)
         canvas.line([(x, bottom), (x, bottom + 4)], _AXIS)
