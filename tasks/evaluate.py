@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import joblib
 import numpy as np
 from prefect import get_run_logger, task
 
@@ -17,6 +16,7 @@ from tasks.caching import CONTENT
 from tasks.dataset import load_split
 from tasks.errors import PipelineError
 from tasks.files import atomic_write_text, seal, sha256_file
+from tasks.safe_joblib import safe_load
 
 METRICS_FILE = "metrics.json"
 PLOTS = ("confusion_matrix.png", "learning_curve.png", "misclassified.png")
@@ -67,7 +67,7 @@ def evaluate_model(fit: dict[str, Any], test: dict[str, Any], work_dir: Path) ->
     """
     if sha256_file(Path(fit["path"])) != fit["sha256"]:
         raise PipelineError(f"{fit['path']}: changed since training; rerun with --force")
-    record = joblib.load(fit["path"])
+    record = safe_load(fit["path"])
     X, y = load_split(Path(test["path"]), test.get("source_sha256"))
     proba = predict_proba(record["params"], X)
     result = compute_metrics(y, proba, record["config"]["n_classes"], record)

@@ -21,9 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger, task
-from prefect.cache_policies import INPUTS, TASK_SOURCE
 
-from tasks.caching import CONTENT
+from tasks.caching import INGEST
 from tasks.dataset import write_split
 from tasks.errors import PipelineError
 from tasks.files import atomic_path, file_identity, is_intact, seal
@@ -147,10 +146,8 @@ def _retry_if_transient(task: Any, task_run: Any, state: Any) -> bool:
     return isinstance(state.result(raise_on_failure=False), TransientFetchError)
 
 
-# The mirror list is left out of the key: a verified file is the same whichever mirror
-# served it, so switching mirrors must not trigger a download.
 @task(
-    cache_policy=(INPUTS - "mirrors") + TASK_SOURCE,
+    cache_policy=INGEST,  # the mirror list is not part of the key (tasks.caching)
     retries=3,
     retry_delay_seconds=[2, 5, 15],
     retry_jitter_factor=0.5,
@@ -189,7 +186,7 @@ def _verified_decompressed_idx(gz_path: Path, sha256: str) -> bytes | None:
     return data if hashlib.sha256(data).hexdigest() == sha256 else None
 
 
-@task(cache_policy=CONTENT)
+@task(cache_policy=INGEST)
 def convert(
     images_gz: Path, labels_gz: Path, dest: Path, checksums: dict[str, str]
 ) -> dict[str, Any]:

@@ -10,7 +10,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import joblib
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
@@ -18,6 +17,7 @@ from tasks import registry
 from tasks.caching import CONTENT
 from tasks.evaluate import METRICS_FILE, PLOTS
 from tasks.files import atomic_write_text
+from tasks.safe_joblib import safe_load
 
 REPORT_FILE = "report.md"
 PACKAGES = ("numpy", "prefect", "pandas", "pyarrow", "joblib")
@@ -54,7 +54,7 @@ def publish_model(
     models_dir: Path,
 ) -> dict[str, Any]:
     """Persist weights, config, curve, metrics and provenance as a new model version."""
-    record = joblib.load(fit["path"])
+    record = safe_load(fit["path"])
     work_dir = Path(evaluation["metrics_path"]).parent
     bundle = {
         "params": record["params"],

@@ -1,10 +1,14 @@
 """The model registry on disk: versioned bundles, manifests, verified loading, the champion.
 
 ``models/<version>/model.joblib`` holds the weights and everything needed to trust them;
-``manifest.json`` beside it records the bundle's SHA-256, which is checked **before**
-``joblib.load`` because unpickling a tampered file can run code. ``models/champion.json``
-names the version that scoring uses by default; it changes under a file lock, so two
-training runs finishing at once cannot interleave their promotions.
+``manifest.json`` beside it records the bundle's SHA-256, which catches accidents (a
+truncated copy, a flipped bit). It cannot stop someone who can write the folder, since
+they can rewrite the manifest too; what does is that bundles are read with
+``tasks.safe_joblib.safe_load``, which never imports or calls anything but NumPy's array
+builders. ``models/champion.json`` names the version that scoring uses by default. It is
+data, checked like input: it must name a version of this registry by its plain name. It
+changes under a file lock, so two training runs finishing at once cannot interleave their
+promotions.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import math
 import os
 import secrets
 import shutil
@@ -27,6 +32,7 @@ from model.config import ModelConfig
 from model.network import Params, check_params
 from tasks.errors import PipelineError
 from tasks.files import atomic_path, atomic_write_text, seal, sha256_file
+from tasks.safe_joblib import UnsafeFileError, safe_load
 
 BUNDLE = "model.joblib"
 MANIFEST = "manifest.json"
@@ -90,11 +96,13 @@ def read_manifest(version_dir: Path) -> dict[str, Any]:
     try:
         manifest = json.loads(path.read_text())
         manifest["files"][BUNDLE]  # noqa: B018 (presence check)
-        return manifest
     except FileNotFoundError:
         raise ModelError(f"{path}: no manifest; this is not a model folder") from None
     except (ValueError, KeyError, TypeError):
         raise ModelError(f"{path}: manifest is unreadable or incomplete") from None
+    if not _is_accuracy(manifest.get("test_accuracy")):
+        raise ModelError(f"{path}: test_accuracy is missing or not a number in [0, 1]")
+    return manifest
 
 
 def find_published(models_dir: Path, fingerprint: str) -> Path | None:
@@ -120,7 +128,7 @@ def resolve(models_dir: Path, ref: str | None) -> Path:
                 f"no champion model in {models_dir}: run `mnist-pipeline train` first, "
                 "or pass --model VERSION|PATH"
             )
-        return models_dir / champion["version"]
+        return models_dir / champion["version"]  # read_champion checked it is ours
     candidate = Path(ref).expanduser()
     if candidate.name == BUNDLE:
         candidate = candidate.parent
@@ -144,7 +152,10 @@ def load(models_dir: Path, ref: str | None = None) -> LoadedModel:
             "so it was not loaded. Retrain, or promote another version"
         )
     try:
-        bundle = joblib.load(path)
+        bundle = safe_load(path)
+    except UnsafeFileError as err:
+        raise ModelError(str(err)) from None
+    try:
         config = ModelConfig.from_dict(bundle["config"])
         params = [(layer[0], layer[1]) for layer in bundle["params"]]
         check_params(params, config)
@@ -154,13 +165,53 @@ def load(models_dir: Path, ref: str | None = None) -> LoadedModel:
 
 
 def read_champion(models_dir: Path) -> dict[str, Any] | None:
+    """The champion record, or None when there is none yet.
+
+    Raises ModelError, naming the file and what is wrong, unless the record is a JSON
+    object whose ``version`` is the plain name of a version folder of this registry and
+    whose ``test_accuracy`` is a number in [0, 1].
+    """
     path = Path(models_dir) / CHAMPION
     try:
-        return json.loads(path.read_text())
+        record = json.loads(path.read_text())
     except FileNotFoundError:
         return None
-    except ValueError:
-        raise ModelError(f"{path}: unreadable; promote a version to rewrite it") from None
+    except (OSError, ValueError) as err:
+        problem = "not valid JSON" if isinstance(err, ValueError) else err.strerror
+        raise _broken_champion(path, problem) from None
+    if not isinstance(record, dict):
+        raise _broken_champion(path, "not a JSON object")
+    version = record.get("version")
+    if not is_version_name(version):
+        raise _broken_champion(path, f"'version' is not a version name: {version!r}")
+    if not (Path(models_dir) / version).is_dir():
+        raise _broken_champion(path, f"names version {version}, which is not in {models_dir}")
+    if not _is_accuracy(record.get("test_accuracy")):
+        raise _broken_champion(path, "'test_accuracy' is missing or not a number in [0, 1]")
+    return record
+
+
+def _broken_champion(path: Path, problem: str) -> ModelError:
+    return ModelError(f"{path}: {problem}; repair it with `mnist-pipeline models promote VERSION`")
+
+
+def is_version_name(name: Any) -> bool:
+    """A plain folder name: no path separator, not hidden, not ``.`` or ``..``."""
+    return (
+        isinstance(name, str)
+        and name != ""
+        and not name.startswith(".")
+        and not any(c in name for c in "/\\\0")
+    )
+
+
+def _is_accuracy(value: Any) -> bool:
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and 0.0 <= value <= 1.0
+    )
 
 
 def champion_version(models_dir: Path) -> str | None:
@@ -200,7 +251,12 @@ def promote_if_not_worse(
     ``tolerance``; return the decision with its reason."""
     accuracy = read_manifest(Path(models_dir) / version)["test_accuracy"]
     with champion_lock(models_dir):
-        current = read_champion(models_dir)
+        try:
+            current = read_champion(models_dir)
+        except ModelError:
+            if not force:
+                raise
+            current = None  # a forced promotion also repairs a broken champion.json
         if force:
             promoted, reason = True, "promotion forced"
         elif current is None:
@@ -231,7 +287,14 @@ def promote_if_not_worse(
 
 
 def promote(models_dir: Path, version: str) -> dict[str, Any]:
-    """Make ``version`` the champion unconditionally (rollback); it must load cleanly."""
+    """Make ``version`` the champion unconditionally (rollback, or the repair of a broken
+    ``champion.json``); it must be a version of this registry and load cleanly."""
+    if not is_version_name(version) or not (Path(models_dir) / version).is_dir():
+        raise ModelError(
+            f"{version!r} is not a version in {models_dir}: promote takes a name that "
+            "`mnist-pipeline models list` shows (a model folder elsewhere can be used "
+            "with `score --model PATH`, but not promoted)"
+        )
     loaded = load(models_dir, version)
     with champion_lock(models_dir):
         write_champion(
@@ -244,8 +307,14 @@ def promote(models_dir: Path, version: str) -> dict[str, Any]:
 
 
 def list_versions(models_dir: Path) -> list[dict[str, Any]]:
-    """Every version, oldest first: version, created, test accuracy, champion mark."""
-    champion = read_champion(models_dir)
+    """Every version, oldest first: version, created, test accuracy, champion mark.
+
+    A broken ``champion.json`` marks no version; ``champion_version`` reports it.
+    """
+    try:
+        champion = read_champion(models_dir)
+    except ModelError:
+        champion = None
     rows = []
     for version_dir in sorted(_version_dirs(models_dir)):
         try:
