@@ -51,7 +51,7 @@ def code_digest(packages: tuple[str, ...]) -> str:
     return digest.hexdigest()
 
 
-@dataclass
+@dataclass(kw_only=True)  # the base class's first field is key_storage
 class CodeDigest(CachePolicy):
     """Cache-key part: the source of the project packages a step can reach."""
 
@@ -68,10 +68,10 @@ class CodeDigest(CachePolicy):
 
 
 # Training, evaluation, persisting and promotion: everything they compute goes through model/.
-CONTENT = INPUTS + TASK_SOURCE + CodeDigest(MODEL_PACKAGES)
+CONTENT = INPUTS + TASK_SOURCE + CodeDigest(packages=MODEL_PACKAGES)
 # Download and convert. The mirror list is left out of the key: a verified file is the
 # same whichever mirror served it, so switching mirrors must not trigger a download.
-INGEST = (INPUTS - "mirrors") + TASK_SOURCE + CodeDigest(INGEST_PACKAGES)
+INGEST = (INPUTS - "mirrors") + TASK_SOURCE + CodeDigest(packages=INGEST_PACKAGES)
 
 
 def cache_options(
