@@ -419,15 +419,18 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 def _cmd_models_list(args: argparse.Namespace) -> int:
     from tasks import registry
 
-    rows = registry.list_versions(Settings.from_env(artifacts=args.artifacts).models_dir)
+    models_dir = Settings.from_env(artifacts=args.artifacts).models_dir
+    rows = registry.list_versions(models_dir)
     if not rows:
         _say("no models yet: run `mnist-pipeline train`")
-        return EXIT_OK
-    width = max(len(r["version"]) for r in rows)
-    _say(f"  {'version':<{width}}  {'created':<25}  test_accuracy")
-    for r in rows:
-        mark = "*" if r["champion"] else " "
-        _say(f"{mark} {r['version']:<{width}}  {r['created'][:25]:<25}  {r['test_accuracy']:.4f}")
+    else:
+        width = max(len(r["version"]) for r in rows)
+        _say(f"  {'version':<{width}}  {'created':<25}  test_accuracy")
+        for r in rows:
+            mark = "*" if r["champion"] else " "
+            _say(f"{mark} {r['version']:<{width}}  {r['created'][:25]:<25}  "
+                 f"{r['test_accuracy']:.4f}")  # fmt: skip
+    registry.champion_version(models_dir)  # a broken champion.json: listed above, then exit 2
     return EXIT_OK
 
 

@@ -11,7 +11,6 @@ is imported, let alone called.
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -61,5 +60,5 @@ def safe_load(path: str | Path) -> Any:
             return _AllowListUnpickler(str(path), handle, ensure_native_byte_order=True).load()
         except UnsafeFileError:
             raise
-        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as err:
+        except Exception as err:  # any malformed byte stream is the file's fault
             raise UnsafeFileError(f"{path}: not a readable joblib file ({err})") from None
