@@ -453,3 +453,58 @@ def test_work_pool_route_runs_both_deployments_on_a_worker(world, tmp_path):
         assert wait_until_gone(worker) == [], worker.output()
     finally:
         worker.kill()
+
+
+@pytest.mark.e2e
+def test_worker_without_a_checkout_fails_the_run_with_one_line(tmp_path, monkeypatch):
+    """Started as `prefect deploy` suggests, without MNIST_PIPELINE_HOME, a worker crashed
+    the run 11 s in on FileNotFoundError for flows/scoring.py; now the pull step fails it."""
+    monkeypatch.delenv("MNIST_PIPELINE_HOME", raising=False)
+    created = prefect("work-pool", "create", POOL, "--type", "process", "--overwrite")
+    assert created.returncode == 0, created.stdout + created.stderr
+    deployed = prefect("--no-prompt", "deploy", "--name", SCORING.split("/")[1])
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    write_csv(tmp_path / "digits.csv", 5)
+    not_a_checkout = tmp_path / "elsewhere"
+    not_a_checkout.mkdir()
+    fix = (
+        f"start the worker with MNIST_PIPELINE_HOME={REPO} "
+        "(the mnist-pipeline checkout its Python runs from)"
+    )
+    worker = Spawned(
+        [sys.executable, "-m", "prefect", "worker", "start", "--pool", POOL],
+        env={"PREFECT_WORKER_QUERY_SECONDS": "1"},
+        log=tmp_path / "worker.log",
+        cwd=tmp_path,
+    )
+    try:
+        # The second run sets the variable through the pool's job variables, as a user may.
+        for job_env, line in [
+            ({}, f"MNIST_PIPELINE_HOME is not set on this worker: {fix}"),
+            (
+                {"MNIST_PIPELINE_HOME": str(not_a_checkout)},
+                f"MNIST_PIPELINE_HOME={not_a_checkout} is not a checkout of mnist-pipeline: {fix}",
+            ),
+        ]:
+            done = prefect(
+                "deployment", "run", SCORING, "--watch",
+                f"--param=inputs={json.dumps([str(tmp_path / 'digits.csv')])}",
+                f"--param=output_dir={json.dumps(str(tmp_path / 'out'))}",
+                f"--job-variable=env={json.dumps(job_env)}",
+                env={"COLUMNS": "1000"}, timeout=RUN_TIMEOUT,
+            )  # fmt: skip
+            assert done.returncode == 1, done.stdout + done.stderr + worker.output()
+            assert "Flow run finished in state 'Failed'." in done.stdout
+            assert f"mnist-pipeline.worker.misconfigured * {line}\n" in done.stdout, done.stdout
+            run_id = re.search(r"UUID: ([0-9a-f-]{36})", done.stdout).group(1)
+            with client() as c:
+                state = c.read_flow_run(run_id).state
+            assert (state.name, state.message) == ("Failed", line)
+            assert f" - {line}\n" in worker.output()
+        assert "Traceback" not in worker.output() and "FileNotFoundError" not in worker.output()
+        assert not (tmp_path / "out").exists()
+        if worker.stop(signal.SIGINT, timeout=10) is None:
+            worker.stop(signal.SIGINT, timeout=20)
+        assert wait_until_gone(worker) == [], worker.output()
+    finally:
+        worker.kill()
