@@ -67,13 +67,13 @@ def direct_loop(files: list[Path], out: Path, models: Path) -> tuple[float, floa
     """score_file over every file in turn: (wall, CPU seconds of this process)."""
     import functools
 
-    from model.predict import predict_proba
+    from model.predict import predict_proba_pixels
     from tasks import registry
     from tasks.score import score_file
 
     start, cpu0 = time.perf_counter(), time.process_time()
     loaded = registry.load(models)
-    predict = functools.partial(predict_proba, loaded.params)
+    predict = functools.partial(predict_proba_pixels, loaded.params)
     for f in files:
         score_file(f, out / f"{f.stem}.csv", out / f"{f.stem}.rejects.csv", predict)
     return time.perf_counter() - start, time.process_time() - cpu0
@@ -286,7 +286,7 @@ def big(files: list[Path], tmp: Path, artifacts: Path, address: str, args) -> No
 
     from flows.runners import run_on_runner
     from flows.scoring import scoring_flow
-    from model.predict import predict_proba
+    from model.predict import predict_proba_pixels
     from tasks import registry
     from tasks.score import score_file
 
@@ -298,7 +298,7 @@ def big(files: list[Path], tmp: Path, artifacts: Path, address: str, args) -> No
                     part.readline()  # the header once
                 shutil.copyfileobj(part, out, 1 << 20)
     size_gb = src.stat().st_size / 1e9
-    predict = functools.partial(predict_proba, registry.load(artifacts / "models").params)
+    predict = functools.partial(predict_proba_pixels, registry.load(artifacts / "models").params)
     start = time.perf_counter()
     score_file(src, tmp / "big-one.csv", tmp / "big-one.rejects.csv", predict)
     one = time.perf_counter() - start

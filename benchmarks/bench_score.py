@@ -14,8 +14,9 @@ from real MNIST images (../shared/mnist) tiled to the requested size, then:
 2. scores the --big-rows file (~1.8 GB at 1M rows) with ``score_file`` in a subprocess and
    prints its peak RSS against the 600 MB budget.
 
-Both sides use the same predictor: the project's model (``model.predict.predict_proba``
-with freshly initialised 784-10-10 weights) when it imports, else an equivalent NumPy MLP.
+Both sides use the same weights: freshly initialised 784-10-10. The baseline feeds float32
+pixels/255 to ``model.predict.predict_proba`` (or, if that does not import, an equivalent
+NumPy MLP); score_file feeds uint8 pixels to ``predict_proba_pixels``, the scorer's model.
 """
 
 from __future__ import annotations
@@ -61,6 +62,17 @@ def make_predictor():
             return e / e.sum(axis=1, keepdims=True)
 
         return mlp, "NumPy MLP 784-10-10 (stand-in)"
+
+
+def make_pixel_predictor():
+    """What score_file takes: the same weights, scored from uint8 pixels."""
+    from functools import partial
+
+    from model.config import ModelConfig
+    from model.network import init_params
+    from model.predict import predict_proba_pixels
+
+    return partial(predict_proba_pixels, init_params(ModelConfig()))
 
 
 def write_kaggle_csv(path: Path, rows: int) -> None:
@@ -114,7 +126,7 @@ def naive(src: Path, out: Path) -> int:
 def ours(src: Path, out: Path, chunk_rows: int, workers: int) -> int:
     from tasks.score import score_file
 
-    predict, _ = make_predictor()
+    predict = make_pixel_predictor()
     summary = score_file(
         src, out, out.with_suffix(".rejects.csv"), predict, chunk_rows=chunk_rows, workers=workers
     )

@@ -3,6 +3,15 @@
 Memory stays bounded whatever the number of rows: besides the output, one chunk's
 activations (chunk_size x the layer widths) and, for non-float32 input, one chunk's
 float32 copy. Each chunk's values are validated (finite, in [0, 1]) just before it is scored.
+
+``predict_proba_pixels`` is the batch scorer's model: it takes the integer pixels as read
+and gives each row a result that depends only on that row and the weights - not on the
+row's position in a block, the block size, the thread count or the CPU's BLAS kernel.
+BLAS rounds a row's float32 sums differently by position (its kernels treat a block's
+edge rows apart), which once made one image score 0.6601424 in one place and 0.66014254
+in another. Here the first layer is summed exactly (see ``_exact_slices``), the later
+layers and the softmax run in float64 with a fixed order of operations per row, and no
+step reduces across rows.
 """
 
 from __future__ import annotations
@@ -11,10 +20,21 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from model.network import Params, _forward_into, _with_columns, block_rows, layer_sizes_of
-from model.validation import check_feature_values, check_features
+from model.network import (
+    _SMALL_GEMM_MNK,
+    Params,
+    _forward_into,
+    _with_columns,
+    block_rows,
+    layer_sizes_of,
+)
+from model.validation import InputError, check_feature_values, check_features
 
 DEFAULT_CHUNK_SIZE = 8192
+PIXEL_MAX = 255  # the network's input is pixels / PIXEL_MAX
+# Rows per pass of predict_proba_pixels' elementwise layers (results do not depend on it):
+# enough to spread NumPy's per-call cost, few enough to stay in cache.
+PIXEL_BLOCK_ROWS = 1024
 
 
 def predict_proba(
@@ -88,3 +108,108 @@ def _iter_blocks(
             block_acts = acts if e - b == block else [np.empty_like(A[:, : e - b]) for A in acts]
             _forward_into(layers, chunk[b:e].T, block_acts, col[: e - b])
             yield start + b, start + e, block_acts[-1]
+
+
+def predict_proba_pixels(
+    params: Params, pixels: np.ndarray, block_rows: int = PIXEL_BLOCK_ROWS
+) -> np.ndarray:
+    """Class probabilities, ndarray of shape (n_samples, n_classes), float64.
+
+    ``pixels : ndarray of shape (n_samples, n_inputs)``, uint8; the network sees
+    pixels / 255. Each row's probabilities are a function of that row and ``params``
+    alone, bit for bit (see the module docstring). Raises InputError on wrong shape or dtype.
+    """
+    sizes = layer_sizes_of(params)
+    if not isinstance(pixels, np.ndarray) or pixels.dtype != np.uint8 or pixels.ndim != 2:
+        got = f"{pixels.dtype} {pixels.shape}" if isinstance(pixels, np.ndarray) else pixels
+        raise InputError(f"pixels must be uint8 of shape (n_samples, {sizes[0]}), got {got}")
+    if pixels.shape[1] != sizes[0]:
+        raise InputError(f"pixels has {pixels.shape[1]} values per row, expected {sizes[0]}")
+    if isinstance(block_rows, bool) or not isinstance(block_rows, int) or block_rows < 1:
+        raise ValueError(f"block_rows must be a positive integer, got {block_rows!r}")
+    n = pixels.shape[0]
+    out = np.empty((n, sizes[-1]))
+    first_t = _exact_slices(params[0][0], PIXEL_MAX).T  # (n_in, slices * units)
+    layers = [(W.astype(np.float64), b.astype(np.float64)) for W, b in params]
+    m = min(block_rows, max(n, 1))
+    # Rows per BLAS call: as for float32 (network.block_rows), blocks under OpenBLAS's
+    # small-matrix limit run single-threaded on its small kernel, 2-10x cheaper in CPU
+    # for a narrow first layer than its threaded GEMM on a busy machine.
+    gemm = _SMALL_GEMM_MNK // first_t.size
+    gemm = min(gemm, m) if gemm >= 32 else m
+    sums = np.empty((m, first_t.shape[1]))
+    x = np.empty((gemm, sizes[0]))
+    for start in range(0, n, m):
+        rows = min(m, n - start)
+        for a in range(0, rows, gemm):
+            b = min(a + gemm, rows)
+            x[: b - a] = pixels[start + a : start + b]  # exact: every uint8 is a float64
+            np.dot(x[: b - a], first_t, out=sums[a:b])
+        out[start : start + rows] = _layers_after_sums(sums[:rows], layers)
+    return out
+
+
+def _exact_slices(W: np.ndarray, max_value: int) -> np.ndarray:
+    """``W`` as float64 slices stacked (s * n_out, n_in) whose sum is ``W``, exactly.
+
+    Each slice's product with integer inputs in [0, max_value] is exact in float64 in any
+    order of summation, so BLAS returns the same bits for a row wherever it sits. Why:
+    a slice's entries for unit j are multiples of a power of two g_j, and every partial
+    sum of slice * x lies below max_value * |W_j|_1 <= 2**53 * g_j, so it is an integer
+    times g_j that float64 holds exactly (products included, FMA or not). What one slice
+    cannot hold goes to the next, on a grid 2**35 finer; float32 weights need 2 slices
+    unless a unit's weights span more than 2**-47 of its largest (then 3, ...).
+    """
+    if not np.isfinite(W).all():
+        raise ValueError("weights contain NaN or infinite values")
+    rest = W.astype(np.float64)
+    slices = []
+    while rest.any() or not slices:
+        l1 = np.abs(rest).sum(axis=1)  # rounded: one extra bit of headroom covers that
+        _, exp = np.frexp(max_value * l1)  # max_value * l1 <= 2**exp
+        grid = np.ldexp(1.0, exp + 1 - 53)[:, None]
+        piece = np.trunc(rest / grid) * grid  # |piece| <= |rest|: the bound above holds
+        slices.append(piece)
+        rest = rest - piece  # exact: the bits of rest below the grid
+    return np.concatenate(slices)
+
+
+def _layers_after_sums(sums: np.ndarray, layers: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Probabilities (m, n_classes) from the exact first-layer ``sums : (m, slices * units)``.
+
+    Everything here is elementwise NumPy on whole arrays, so each row goes through the
+    same operations in the same order wherever it sits; no step reduces across rows.
+    """
+    units = layers[0][1].shape[0]
+    Z = sums[:, :units].copy()
+    for k in range(units, sums.shape[1], units):
+        Z += sums[:, k : k + units]
+    Z /= PIXEL_MAX
+    Z += layers[0][1]
+    for W, b in layers[1:]:
+        np.maximum(Z, 0, out=Z)
+        Z = _dot_in_order(Z, W)
+        Z += b
+    # Softmax along each row. exp runs on one contiguous array (NumPy then uses one kernel
+    # for every element), and the sum adds the classes one by one in class order.
+    Z -= Z.max(axis=1, keepdims=True)
+    np.exp(Z, out=Z)
+    total = Z[:, 0].copy()
+    for k in range(1, Z.shape[1]):
+        total += Z[:, k]
+    Z /= total[:, None]
+    return Z
+
+
+def _dot_in_order(A: np.ndarray, W: np.ndarray) -> np.ndarray:
+    """``A @ W.T`` for ``A : (m, k)``, ``W : (n_out, k)``, summed in order k = 0, 1, ...
+
+    BLAS would pick the order (and FMA use) by an entry's position; these layers are
+    narrow, so k elementwise passes cost little.
+    """
+    Z = A[:, :1] * W[:, 0]
+    term = np.empty_like(Z)
+    for k in range(1, W.shape[1]):
+        np.multiply(A[:, k : k + 1], W[:, k], out=term)
+        Z += term
+    return Z

@@ -24,7 +24,7 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from model.predict import predict_proba
+from model.predict import predict_proba_pixels
 from tasks import registry
 from tasks.chunks import ByteRange, part_paths, plan_ranges, remove_parts
 from tasks.csv_input import PixelCsvReader
@@ -135,10 +135,10 @@ _RETRY = {"retries": 2, "retry_delay_seconds": [1, 5], "retry_condition_fn": _tr
 
 
 def _predictor(model: dict[str, Any]) -> functools.partial:
-    """predict_proba bound to the model's weights, loaded and verified from its path."""
+    """predict_proba_pixels bound to the model's weights, loaded and verified from its path."""
     _reuse_freed_memory()
     loaded = registry.load(Path(model["path"]).parent, model["path"])
-    return functools.partial(predict_proba, loaded.params)
+    return functools.partial(predict_proba_pixels, loaded.params)
 
 
 @functools.cache
@@ -194,7 +194,7 @@ def split_csv(job: Job, chunk_bytes: int) -> list[Chunk]:
     """Cut one big plain CSV into line-aligned byte ranges of about ``chunk_bytes``."""
     with PixelCsvReader(Path(job.input)) as reader:  # checks line 1, finds the data
         data_start = reader.data_start
-    # Ranges hold whole scorer chunks, so the model sees the same batches as in one pass.
+    # Ranges hold whole scorer chunks, so the parts hold the very tables of one pass.
     ranges = plan_ranges(Path(job.input), data_start, chunk_bytes, DEFAULT_CHUNK_ROWS)
     token = secrets.token_hex(4)
     get_run_logger().info("%s: %d ranges of about %d bytes", job.input, len(ranges), chunk_bytes)

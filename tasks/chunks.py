@@ -54,9 +54,8 @@ def plan_ranges(
     """Line-aligned ranges of about ``chunk_bytes`` each, covering ``data_start`` to the end.
 
     A cut falls on the first newline at least ``chunk_bytes`` into the range that also
-    ends a multiple of ``align_rows`` data rows. Scoring passes its chunk rows: the model
-    then sees the very batches a single pass would give it, which matters because BLAS
-    may round a row's float32 sums differently in a batch of another size.
+    ends a multiple of ``align_rows`` data rows. Scoring passes its chunk rows: each range
+    then yields the very tables a single pass writes, so Parquet row groups match too.
     """
     if chunk_bytes < 1 or align_rows < 1:
         raise ValueError(

@@ -1,12 +1,14 @@
 """Batch-score a pixel CSV: stream rows, validate, predict, write predictions and rejects.
 
 ``score_file`` is the engine behind the scoring task; it knows nothing of Prefect or of
-how the model is loaded - it takes a ``predict_proba`` callable. Reading and validation
-live in ``tasks.csv_input``; this module owns the outputs:
+how the model is loaded - it takes a ``predict_proba`` callable that maps uint8 pixels to
+probabilities (``model.predict.predict_proba_pixels`` bound to the weights). Reading and
+validation live in ``tasks.csv_input``; this module owns the outputs:
 
 * predictions (CSV or Parquet): ``ImageId,Label,Confidence`` (+ ``TrueLabel`` when the
   input had labels, + carried-through columns), rows in input order, ``ImageId`` the
-  1-based data-row index (Kaggle's submission convention);
+  1-based data-row index (Kaggle's submission convention), ``Confidence`` rounded to
+  CONFIDENCE_DECIMALS;
 * rejects (CSV, only when some row was rejected): ``ImageId,Line,Reason``.
 
 Both are written to a temp file in the destination directory and moved into place with
@@ -17,12 +19,12 @@ file always comes with its own rejects.
 
 One big file can also be scored by several processes: ``score_part`` scores one byte range
 (``tasks.chunks`` plans them) into hidden part files, and ``assemble_parts`` joins the parts
-in order into the same two outputs. The result is byte for byte what ``score_file`` writes,
-provided each range holds whole chunks of ``chunk_rows`` rows (``tasks.chunks`` aligns
-them): the model then gets the same batches, and BLAS the same float32 rounding. CSV parts
-are the rows without the header; Parquet parts are Arrow IPC streams of the very tables
-``score_file`` would have written, replayed through the same writer, so the row groups
-match too.
+in order into the same two outputs. The result is byte for byte what ``score_file`` writes:
+the model gives each row the same result wherever it sits, and since each range holds
+whole chunks of ``chunk_rows`` rows (``tasks.chunks`` aligns them), the tables are the same
+too. CSV parts are the rows without the header; Parquet parts are Arrow IPC streams of the
+very tables ``score_file`` would have written, replayed through the same writer, so the
+row groups match too.
 """
 
 from __future__ import annotations
@@ -68,6 +70,11 @@ REJECT_COLUMNS = ("ImageId", "Line", "Reason")
 # per-call thread wake-ups stop costing much CPU; the parser scans it in smaller pieces.
 DEFAULT_CHUNK_ROWS = 8192
 PARQUET_ROW_GROUP = 65_536  # chunks are small; batch them so row groups are not tiny
+# Confidence is written rounded to this many decimals (README, "Scoring"). The model's
+# probability is already a function of the row alone; rounding keeps the written text short
+# and says how much of it to trust. It is >= 0.1 (the largest of ten), so 6 decimals are
+# all significant, and float32 (the column's type) holds every such value distinctly.
+CONFIDENCE_DECIMALS = 6
 
 
 @dataclass
@@ -293,25 +300,18 @@ def output_schema(layout: Layout) -> pa.Schema:
     return pa.schema(fields)
 
 
-def model_input(chunk: ParsedChunk) -> np.ndarray:
-    """float32 pixel/255 of shape (n_ok, 784): what predict_proba takes."""
-    x = chunk.pixels.astype(np.float32)
-    x /= np.float32(255)  # divide, not multiply by 1/255: the same numbers training used
-    return x
-
-
 def _predict(
-    predict_proba: Callable[[np.ndarray], np.ndarray], x: np.ndarray
+    predict_proba: Callable[[np.ndarray], np.ndarray], pixels: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(labels int64, confidences float32) for model input ``x`` of shape (n, 784)."""
-    proba = np.asarray(predict_proba(x))
-    if proba.shape != (len(x), N_CLASSES):
+    """(labels int64, written confidences float32) for uint8 ``pixels`` of shape (n, 784)."""
+    proba = np.asarray(predict_proba(pixels))
+    if proba.shape != (len(pixels), N_CLASSES):
         raise ValueError(
-            f"predict_proba returned shape {proba.shape}, expected ({len(x)}, {N_CLASSES})"
+            f"predict_proba returned shape {proba.shape}, expected ({len(pixels)}, {N_CLASSES})"
         )
     labels = proba.argmax(axis=1)
-    conf = proba[np.arange(len(x)), labels].astype(np.float32)
-    return labels, conf
+    conf = proba[np.arange(len(pixels)), labels].astype(np.float64)
+    return labels, np.round(conf, CONFIDENCE_DECIMALS).astype(np.float32)
 
 
 def _score_chunk(
@@ -322,7 +322,7 @@ def _score_chunk(
 ) -> tuple[pa.Table, list[tuple[int, int, str]], np.ndarray]:
     """Predict one chunk: (predictions table, reject rows, predicted labels)."""
     if len(chunk.pixels):
-        labels, conf = _predict(predict_proba, model_input(chunk))
+        labels, conf = _predict(predict_proba, chunk.pixels)
     else:  # every row rejected: don't hand the model an empty batch
         labels, conf = np.empty(0, np.int64), np.empty(0, np.float32)
     columns = [
@@ -382,7 +382,7 @@ def score_file(
 ) -> ScoreSummary:
     """Score every row of ``input_path``; write predictions and rejects; return a summary.
 
-    ``predict_proba`` maps float32 pixels/255 of shape (n, 784) to probabilities of shape
+    ``predict_proba`` maps uint8 pixels of shape (n, 784) to probabilities of shape
     (n, 10). Memory is bounded by ``chunk_rows`` x ``workers``, not by the file's size.
     Raises InputFileError (writing nothing) for file-level problems; rows with problems go
     to ``rejects_path`` and every other row is scored.

@@ -1,13 +1,14 @@
 """predict_proba / predict: chunking changes nothing, memory stays bounded, bad input is named."""
 
 import tracemalloc
+from fractions import Fraction
 
 import numpy as np
 import pytest
 
 from model.config import ModelConfig
 from model.network import forward, init_params
-from model.predict import predict, predict_proba
+from model.predict import _exact_slices, predict, predict_proba, predict_proba_pixels
 from model.validation import InputError
 
 CFG = ModelConfig(n_inputs=12, hidden=(9, 7), n_classes=4, seed=2)
@@ -101,3 +102,64 @@ def test_bad_values_are_found_in_later_chunks_with_their_row(params, X):
 def test_bad_chunk_size(params, X, chunk_size):
     with pytest.raises(ValueError, match="chunk_size must be a positive integer"):
         predict_proba(params, X, chunk_size=chunk_size)
+
+
+# ----------------------------------------------------------------------------- pixels, exactly
+
+
+@pytest.fixture(scope="module")
+def pixels():
+    rng = np.random.default_rng(1)
+    P = rng.integers(0, 256, (300, 12)).astype(np.uint8)
+    P[rng.random(P.shape) < 0.5] = 0
+    return P
+
+
+def test_pixels_proba_is_the_forward_pass_of_pixels_over_255(params, pixels):
+    proba = predict_proba_pixels(params, pixels)
+    assert proba.shape == (300, 4) and proba.dtype == np.float64
+    # float32 forward vs float64 scorer: close, never compared bit for bit.
+    X = pixels.astype(np.float32) / np.float32(255)
+    np.testing.assert_allclose(proba, forward(params, X)[-1], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-12)
+
+
+@pytest.mark.parametrize("block_rows", [1, 7, 114, 300, 1024])
+def test_a_row_scores_the_same_bits_in_any_block_and_position(params, pixels, block_rows):
+    # The scorer's contract (README, "Scoring"): one row, one result, wherever it sits.
+    alone = np.concatenate([predict_proba_pixels(params, pixels[i : i + 1]) for i in range(300)])
+    assert np.array_equal(predict_proba_pixels(params, pixels, block_rows), alone)
+    shuffled = np.random.default_rng(block_rows).permutation(300)
+    got = predict_proba_pixels(params, pixels[shuffled], block_rows)
+    assert np.array_equal(got, alone[shuffled])
+
+
+def test_exact_slices_sum_to_the_weights_and_their_products_are_exact():
+    # Weights over 60 binary orders of magnitude, and a row of zeros: 3+ slices.
+    rng = np.random.default_rng(4)
+    W = (rng.standard_normal((6, 50)) * 2.0 ** rng.integers(-60, 0, (6, 50))).astype(np.float32)
+    W[2] = 0
+    slices = _exact_slices(W, 255)
+    assert len(slices) % 6 == 0 and len(slices) >= 18
+    assert np.array_equal(sum(np.split(slices, len(slices) // 6)), W.astype(np.float64))
+    x = rng.integers(0, 256, (40, 50)).astype(np.float64)
+    got = slices @ x.T  # BLAS, in whatever order it likes
+    for i in range(len(slices)):
+        for m in range(40):
+            exact = sum(Fraction(w) * int(v) for w, v in zip(slices[i], x[m], strict=True))
+            assert Fraction(got[i, m]) == exact
+
+
+def test_pixels_need_uint8_rows_of_the_right_width(params, pixels):
+    with pytest.raises(InputError, match=r"pixels must be uint8 of shape \(n_samples, 12\)"):
+        predict_proba_pixels(params, pixels.astype(np.float32))
+    with pytest.raises(InputError, match="pixels has 11 values per row, expected 12"):
+        predict_proba_pixels(params, pixels[:, :11])
+    assert predict_proba_pixels(params, pixels[:0]).shape == (0, 4)
+
+
+def test_weights_with_nan_are_refused_not_looped_over(params, pixels):
+    bad = [(W.copy(), b) for W, b in params]
+    bad[0][0][0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        predict_proba_pixels(bad, pixels)

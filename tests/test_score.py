@@ -7,6 +7,9 @@ import gzip
 import io
 import json
 import os
+import platform
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +18,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tasks.score import InputFileError, ScoreSummary, score_file
+from model.config import ModelConfig
+from model.network import init_params
+from model.predict import predict_proba_pixels
+from tasks.chunks import part_paths, plan_ranges
+from tasks.score import InputFileError, ScoreSummary, assemble_parts, score_file, score_part
 
 PIXELS = [f"pixel{j}" for j in range(784)]
 TEST_HEADER = ",".join(PIXELS)
@@ -23,22 +30,24 @@ TRAIN_HEADER = "label," + TEST_HEADER
 
 # ----------------------------------------------------------------------------- helpers
 
-_W = np.random.default_rng(0).normal(size=(784, 10)).astype(np.float32)
+_LINEAR = [
+    (
+        np.random.default_rng(0).normal(size=(10, 784)).astype(np.float32),
+        np.zeros(10, np.float32),
+    )
+]
 
 
-def linear_softmax(x: np.ndarray) -> np.ndarray:
-    """A fixed random linear softmax: the stand-in model (deterministic, any input)."""
-    z = x @ _W
-    z -= z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+def linear_softmax(pixels: np.ndarray) -> np.ndarray:
+    """The scorer's real model code with one fixed random linear layer: quick and exact."""
+    return predict_proba_pixels(_LINEAR, pixels)
 
 
-def echo_pixel0(x: np.ndarray) -> np.ndarray:
+def echo_pixel0(pixels: np.ndarray) -> np.ndarray:
     """Predicts digit (pixel0 % 10) with probability 0.91: outcomes are easy to work out."""
-    digit = np.rint(x[:, 0] * 255).astype(int) % 10
-    proba = np.full((len(x), 10), 0.01, np.float32)
-    proba[np.arange(len(x)), digit] = 0.91
+    digit = pixels[:, 0].astype(int) % 10
+    proba = np.full((len(pixels), 10), 0.01, np.float32)
+    proba[np.arange(len(pixels)), digit] = 0.91
     return proba
 
 
@@ -65,9 +74,10 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 
 def expected(images: list[list[int]], predict=linear_softmax) -> tuple[list[int], list[float]]:
-    proba = predict(np.asarray(images, np.float32) / np.float32(255))
+    """Labels and the Confidence as written (6 decimals), scoring ``images`` one by one."""
+    proba = np.concatenate([predict(np.asarray([im], np.uint8)) for im in images])
     labels = proba.argmax(axis=1)
-    return labels.tolist(), proba[np.arange(len(images)), labels].tolist()
+    return labels.tolist(), np.round(proba[np.arange(len(images)), labels], 6).tolist()
 
 
 def run(tmp_path: Path, src: Path, predict=linear_softmax, **kw) -> ScoreSummary:
@@ -90,7 +100,7 @@ def test_kaggle_test_csv(tmp_path):
     labels, conf = expected(images)
     assert [int(r["ImageId"]) for r in rows] == [1, 2, 3]
     assert [int(r["Label"]) for r in rows] == labels
-    assert [float(r["Confidence"]) for r in rows] == pytest.approx(conf, rel=1e-6)
+    assert [float(r["Confidence"]) for r in rows] == conf  # scored alone or in a batch
     assert (s.rows, s.scored, s.rejected, s.has_labels) == (3, 3, 0, False)
     assert s.accuracy is None and s.confusion_matrix is None and s.rejects is None
     assert sum(s.label_counts.values()) == 3 and sorted(s.label_counts) == list(range(10))
@@ -185,7 +195,7 @@ def test_parquet_output(tmp_path):
     labels, conf = expected(images)
     assert table.column("ImageId").to_pylist() == [1, 2, 3]
     assert table.column("Label").to_pylist() == labels
-    assert table.column("Confidence").to_pylist() == pytest.approx(conf, rel=1e-6)
+    assert table.column("Confidence").to_pylist() == np.float32(conf).tolist()
     assert table.column("id").to_pylist() == ["x0", "x1", "x2"]
     assert s.output == str(tmp_path / "out.parquet")
 
@@ -542,8 +552,7 @@ def test_chunking_does_not_change_results(tmp_path):
             )
     for ids, conf, rej in results[1:]:
         assert ids == results[0][0] and rej == results[0][2]
-        # BLAS may round the last bit differently for other batch sizes.
-        np.testing.assert_allclose(conf, results[0][1], rtol=1e-5)
+        assert np.array_equal(conf, results[0][1])  # written values: 6 decimals
 
 
 def test_summary_to_dict_round_trips_json(tmp_path):
@@ -592,3 +601,114 @@ def test_headerless_file_whose_first_row_is_bad(tmp_path):
     assert (tmp_path / "rejects.csv").read_text() == (
         "ImageId,Line,Reason\n1,1,pixel10: 'abc' is not an integer\n"
     )
+
+
+# ----------------------------------------------------------------------------- one row, one result
+# README, "Scoring": a row's Label and written Confidence depend only on the row and the
+# model - not on its chunk, block or position, the runner, or the CPU's BLAS kernel.
+
+_MLP_CONFIG = ModelConfig(seed=3)  # 784-10-10, the default network: a hidden ReLU layer too
+_SPELLINGS = ["7", " 7 ", "007", "+7", '"7"']  # one value, five ways (careful path but "7")
+
+
+def mlp(pixels: np.ndarray) -> np.ndarray:
+    return predict_proba_pixels(init_params(_MLP_CONFIG), pixels)
+
+
+def one_image_file(path: Path, n: int = 20_000) -> Path:
+    """``n`` copies of one image; every 997th spells its pixel0 (7) another valid way."""
+    rest = line(image(0)[1:])
+    lines = [TEST_HEADER]
+    for i in range(n):
+        spelling = _SPELLINGS[(i // 997) % 5] if i % 997 == 0 else "7"
+        lines.append(f"{spelling},{rest}")
+    return write(path, lines)
+
+
+def written_pairs(path: Path) -> set[tuple[str, str]]:
+    return {(r["Label"], r["Confidence"]) for r in read_csv(path)}
+
+
+def test_one_image_anywhere_gets_one_label_and_confidence(tmp_path):
+    src = one_image_file(tmp_path / "in.csv")
+    pairs = set()
+    for chunk_rows, workers in [(8192, 2), (1000, 1), (173, 2)]:
+        out = tmp_path / f"out{chunk_rows}.csv"
+        s = score_file(src, out, tmp_path / "rej.csv", mlp, chunk_rows=chunk_rows, workers=workers)
+        assert (s.scored, s.rejected) == (20_000, 0)
+        pairs |= written_pairs(out)
+    # Byte ranges that do not hold whole chunks, so rows sit at other places in a batch.
+    with open(src, "rb") as f:
+        data_start = len(f.readline())
+    ranges = plan_ranges(src, data_start, chunk_bytes=3_000_000, align_rows=1)
+    assert len(ranges) > 3
+    out, rej = tmp_path / "ranged.csv", tmp_path / "ranged.rejects.csv"
+    parts = []
+    for r in ranges:
+        part_out, part_rej = part_paths(out, rej, "t", r.index)
+        parts.append(
+            score_part(
+                src, part_out, part_rej, mlp, index=r.index, byte_range=(r.start, r.stop),
+                first_row=r.first_row, chunk_rows=1000,
+            )
+        )  # fmt: skip
+    assert assemble_parts(src, out, rej, parts).scored == 20_000
+    pairs |= written_pairs(out)
+    # And alone, as a one-row file.
+    alone = write(tmp_path / "alone.csv", [TEST_HEADER, "7," + line(image(0)[1:])])
+    score_file(alone, tmp_path / "alone.out.csv", tmp_path / "rej.csv", mlp)
+    pairs |= written_pairs(tmp_path / "alone.out.csv")
+    assert len(pairs) == 1, pairs
+    (label, confidence), *_ = pairs
+    assert len(confidence.split(".")[-1]) <= 6
+
+
+_SCORE_SCRIPT = """
+import sys
+from functools import partial
+from model.config import ModelConfig
+from model.network import init_params
+from model.predict import predict_proba_pixels
+from tasks.score import score_file
+params = init_params(ModelConfig(seed=3))
+src, out = sys.argv[1:]
+score_file(src, out, out + ".rejects.csv", partial(predict_proba_pixels, params), chunk_rows=500)
+"""
+
+
+def _blas_kernels() -> list[str]:
+    """OpenBLAS kernels this CPU can run ("" is the one OpenBLAS picks itself)."""
+    if platform.machine() not in ("x86_64", "AMD64") or not os.path.exists("/proc/cpuinfo"):
+        return [""]
+    flags = set()
+    with open("/proc/cpuinfo") as f:
+        for text in f:
+            if text.startswith("flags"):
+                flags = set(text.split(":", 1)[1].split())
+                break
+    kernels = ["", "Prescott", "Sandybridge" if "avx" in flags else ""]
+    if {"avx2", "fma"} <= flags:
+        kernels.append("Haswell")  # the kernels of the AMD EPYC in issue 13
+    if {"avx512f", "avx512bw", "avx512vl"} <= flags:
+        kernels.append("SkylakeX")
+    return sorted(set(kernels))
+
+
+def test_blas_kernel_does_not_change_any_row(tmp_path):
+    # Each run forces one of OpenBLAS's kernels (OPENBLAS_CORETYPE); all write the same bytes.
+    src = tmp_path / "in.csv"
+    images = [line(image(i)) for i in range(300)]
+    write(src, [TEST_HEADER] + images + images[::-1] + images[:7])
+    one = one_image_file(tmp_path / "one.csv", 3000)
+    outputs = {}
+    for kernel in _blas_kernels():
+        env = {**os.environ, "OPENBLAS_CORETYPE": kernel}
+        for name, path in (("many", src), ("one", one)):
+            out = tmp_path / f"{name}-{kernel or 'auto'}.csv"
+            cmd = [sys.executable, "-c", _SCORE_SCRIPT, str(path), str(out)]
+            done = subprocess.run(cmd, env=env, cwd=Path(__file__).parents[1], capture_output=True)
+            assert done.returncode == 0, done.stderr.decode()
+            outputs.setdefault(name, {})[kernel] = out.read_bytes()
+    for name, by_kernel in outputs.items():
+        assert len(set(by_kernel.values())) == 1, f"{name}: differs by kernel {list(by_kernel)}"
+    assert len(written_pairs(tmp_path / "one-auto.csv")) == 1
