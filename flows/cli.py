@@ -10,7 +10,6 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from flows.runners import ENV_DASK_ADDRESS
@@ -478,10 +477,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         sys.stderr.write(f"mnist-pipeline {args.command}: error: {exc}\n")
         return EXIT_USAGE
-    for key, value in prefect_env_defaults(settings.artifacts).items():
+    for key, value in prefect_env_defaults().items():
         os.environ.setdefault(key, value)
-    # Prefect creates its home folder but not the folders above it.
-    Path(os.environ["PREFECT_HOME"]).expanduser().mkdir(parents=True, exist_ok=True)
 
     from flows.backend import in_process_backend
     from flows.console import USER_ERRORS, err, quiet_user_error_tracebacks
@@ -491,7 +488,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command in ("serve", "stack"):  # their flows run in processes of their own
             return args.handler(args)
-        with in_process_backend():
+        with in_process_backend(settings.artifacts):
             return args.handler(args)
     except (UsageError, ModelError) as exc:
         err(f"mnist-pipeline {args.command}: error: {exc}")

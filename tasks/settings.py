@@ -138,10 +138,14 @@ def _retry_delays(text: str) -> tuple[float, ...]:
     return delays
 
 
-def prefect_env_defaults(artifacts: Path) -> dict[str, str]:
-    """Environment defaults for Prefect: a project-local home, and no telemetry."""
+def prefect_env_defaults() -> dict[str, str]:
+    """Environment defaults for Prefect: no telemetry, and time for a first start.
+
+    ``PREFECT_HOME`` is left alone, so that the user's profiles (``prefect config set``,
+    ``prefect cloud login``) apply as in any Prefect project; the embedded server's
+    database goes under the artifacts root (see ``flows.backend``).
+    """
     return {
-        "PREFECT_HOME": str(artifacts / ".prefect"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "DO_NOT_TRACK": "1",
         # The first start of the embedded server migrates its database; on a busy

@@ -1,11 +1,23 @@
-"""The CLI drops flow-run heartbeats only where nothing could read them."""
+"""The CLI's Prefect backend: the user's profile, else the embedded server (its database
+under the artifacts root, no heartbeats, stopped only once it has recorded every run)."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
 
-from flows.backend import HEARTBEAT_VARIABLES, in_process_backend
+from flows.backend import (
+    DATABASE_VARIABLES,
+    HEARTBEAT_VARIABLES,
+    embedded_database_url,
+    in_process_backend,
+)
+from tests.support import REPO
 
 
 def _heartbeat_inside() -> int | None:
@@ -59,3 +71,119 @@ def test_the_heap_is_frozen_once_per_process():
         assert more
     finally:
         steps._heap_frozen = True
+
+
+# --- which backend: the user's profile, else the embedded server under the artifacts root
+
+
+def _user_env(home: Path) -> dict[str, str]:
+    """A user's environment: HOME at ``home``, and no Prefect home or API URL set."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_HOME", "PREFECT_API_URL")}
+    env["HOME"] = str(home)
+    return env
+
+
+def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """``mnist-pipeline`` in exactly ``env`` (tests.conftest.run_cli adds os.environ)."""
+    return subprocess.run(
+        [sys.executable, "-m", "flows.cli", *args],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+
+
+def test_with_no_api_url_the_embedded_database_is_under_the_artifacts_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for variable in DATABASE_VARIABLES:
+        monkeypatch.delenv(variable, raising=False)
+    artifacts = tmp_path / "artifacts"
+    with temporary_settings(updates={PREFECT_API_URL: None}):
+        with in_process_backend(artifacts):
+            url = get_current_settings().server.database.connection_url.get_secret_value()
+        assert url == embedded_database_url(artifacts)
+        assert url.endswith(f"{artifacts}/.prefect/prefect.db")
+        assert (artifacts / ".prefect").is_dir()
+        # A database the user chose is theirs to keep.
+        monkeypatch.setenv("PREFECT_SERVER_DATABASE_CONNECTION_URL", "sqlite+aiosqlite:///x.db")
+        with in_process_backend(artifacts):
+            url = get_current_settings().server.database.connection_url.get_secret_value()
+        assert url != embedded_database_url(artifacts)
+
+
+def test_a_profile_set_with_prefect_config_set_sends_runs_to_its_server(
+    prefect_api: str, mirror: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from prefect import get_client
+
+    env = _user_env(tmp_path / "home")
+    configured = subprocess.run(
+        [sys.executable, "-m", "prefect", "config", "set", f"PREFECT_API_URL={prefect_api}"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert configured.returncode == 0, configured.stderr
+    assert (tmp_path / "home" / ".prefect" / "profiles.toml").is_file()
+    artifacts = tmp_path / "artifacts"
+    done = _cli(
+        "ingest", "--mirror", str(mirror[0]), "--checksums", str(mirror[1]),
+        "--artifacts", str(artifacts), env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "Starting temporary server" not in done.stdout + done.stderr
+    assert not (artifacts / ".prefect").exists(), "no embedded server, no database of its own"
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(sort="START_TIME_DESC", limit=50)
+    ours = [r for r in runs if r.parameters.get("artifacts") == str(artifacts)]
+    assert len(ours) == 1 and ours[0].state.is_completed()
+
+
+def test_with_no_api_url_anywhere_the_cli_uses_the_embedded_server(
+    mirror: tuple[Path, Path], tmp_path: Path
+) -> None:
+    artifacts = tmp_path / "artifacts"
+    done = _cli(
+        "ingest", "--mirror", str(mirror[0]), "--checksums", str(mirror[1]),
+        "--artifacts", str(artifacts), env=_user_env(tmp_path / "home"),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "Starting temporary server" in done.stdout + done.stderr
+    assert (artifacts / ".prefect" / "prefect.db").is_file()
+    assert "Traceback" not in done.stdout + done.stderr
+
+
+# A flow of many quick tasks leaves the embedded server a backlog of task-run states to
+# record when it ends; the script counts those recorded once the backend block is left.
+_BACKLOG_SCRIPT = """
+import sys
+from prefect import flow, get_client, task
+from flows.backend import in_process_backend
+
+@task
+def step(i):
+    return i
+
+@flow
+def many_steps():
+    return [f.result() for f in [step.submit(i) for i in range(40)]]
+
+with in_process_backend():
+    many_steps()
+with get_client(sync_client=True) as client:
+    runs = client.read_task_runs()
+print("recorded", sum(1 for r in runs if r.state is not None and r.state.is_completed()))
+"""
+
+
+def test_the_embedded_server_has_recorded_every_task_run_before_it_stops(
+    tmp_path: Path,
+) -> None:
+    # Before the fix the CLI stopped the server while it was still recording (6 of 10
+    # warm `train` runs printed tracebacks at exit); the count was then below 40.
+    env = _user_env(tmp_path / "home")
+    env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
+    done = subprocess.run(
+        [sys.executable, "-c", _BACKLOG_SCRIPT], cwd=REPO, env=env,
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "recorded 40" in done.stdout.splitlines()
+    assert "Traceback" not in done.stderr and "Error flushing" not in done.stderr

@@ -67,3 +67,13 @@ def test_bad_retry_delays_are_named(monkeypatch):
     monkeypatch.setenv("MNIST_RETRY_DELAYS", "2,soon")
     with pytest.raises(SettingsError, match="MNIST_RETRY_DELAYS='2,soon'"):
         Settings.from_env()
+
+
+def test_prefect_defaults_leave_the_users_prefect_home_alone():
+    # A PREFECT_HOME under the artifacts root hid ~/.prefect/profiles.toml, and with it
+    # `prefect config set PREFECT_API_URL=...` and `prefect cloud login`.
+    from tasks.settings import prefect_env_defaults
+
+    defaults = prefect_env_defaults()
+    assert "PREFECT_HOME" not in defaults and "PREFECT_API_URL" not in defaults
+    assert defaults["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
