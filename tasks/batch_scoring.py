@@ -68,7 +68,10 @@ def expand_inputs(patterns: list[str]) -> list[Path]:
 
 
 def plan_jobs(inputs: list[str], output: str | None, output_dir: str | None, fmt: str) -> list[Job]:
-    """Decide every output path up front, refusing ambiguous or colliding requests."""
+    """Decide every output path up front, refusing ambiguous or colliding requests.
+
+    Nothing is written yet, so a refusal (ScoringUsageError) leaves every file as it was.
+    """
     if fmt not in FORMATS:
         raise ScoringUsageError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if (output is None) == (output_dir is None):
@@ -83,7 +86,9 @@ def plan_jobs(inputs: list[str], output: str | None, output_dir: str | None, fmt
             )
         out = Path(output).absolute()
         rejects = out.with_name(out.stem + ".rejects.csv")
-        return [Job(str(paths[0].absolute()), str(out), str(rejects))]
+        jobs = [Job(str(paths[0].absolute()), str(out), str(rejects))]
+        _refuse_clashes(jobs, paths)
+        return jobs
     jobs, seen = [], {}
     for path in paths:
         stem = input_stem(path)
@@ -101,7 +106,38 @@ def plan_jobs(inputs: list[str], output: str | None, output_dir: str | None, fmt
                 str(base.with_name(f"{stem}.rejects.csv")),
             )
         )
+    _refuse_clashes(jobs, paths)
     return jobs
+
+
+def _refuse_clashes(jobs: list[Job], inputs: list[Path]) -> None:
+    """Raise ScoringUsageError if a job would write over any input, or two writes collide.
+
+    Paths are compared resolved (symlinks followed) and, for files that exist, by inode
+    (hard links). A glob over a folder that already holds outputs, or an input named like
+    another input's rejects file, is refused here, before any job could remove or replace it.
+    """
+    taken = {key: f"input {path}" for path in inputs for key in _identities(path)}
+    for job in jobs:
+        for kind, path in (("predictions", job.output), ("rejects", job.rejects)):
+            for key in _identities(Path(path)):
+                if key in taken:
+                    raise ScoringUsageError(
+                        f"the {kind} of {job.input} would overwrite {taken[key]} "
+                        f"(as {path}); nothing was written"
+                    )
+            for key in _identities(Path(path)):
+                taken[key] = f"the {kind} of {job.input}"
+
+
+def _identities(path: Path) -> list[tuple[Any, ...]]:
+    """What makes two paths one file: the resolved path, and (device, inode) if it exists."""
+    keys: list[tuple[Any, ...]] = [("path", str(path.resolve()))]
+    try:
+        st = path.stat()
+    except OSError:
+        return keys
+    return [*keys, ("inode", st.st_dev, st.st_ino)]
 
 
 @task(cache_policy=NO_CACHE)

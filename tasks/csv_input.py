@@ -548,6 +548,70 @@ def _slice_extras(
 # --------------------------------------------------------------------------- the reader
 
 
+def long_line_reason(length: int) -> str:
+    """The reject reason of a line over MAX_LINE_BYTES (no comma: it stays unquoted)."""
+    return f"line is {length} bytes long; the limit is {MAX_LINE_BYTES} (1 MiB)"
+
+
+def _newlines(data: bytes) -> np.ndarray:
+    return np.flatnonzero(np.frombuffer(data, np.uint8) == _NEWLINE)
+
+
+@dataclass
+class _Pending:
+    """Bytes read but not yet yielded: whole lines, then ``tail`` bytes of an unfinished one."""
+
+    parts: list[bytes] = field(default_factory=list)
+    nls: list[np.ndarray] = field(default_factory=list)  # newline offsets from the start
+    size: int = 0
+    n_nl: int = 0
+    tail: int = 0
+    long_lines: list[tuple[int, int]] = field(default_factory=list)  # (row, bytes)
+    skipping: int | None = None  # bytes so far of an over-long line being skipped
+
+    def add(self, data: bytes, nl: np.ndarray) -> None:
+        """Append ``data`` whose newline offsets are ``nl``."""
+        self.parts.append(data)
+        self.nls.append(nl + self.size)
+        self.size += len(data)
+        self.n_nl += len(nl)
+        self.tail = len(data) - 1 - int(nl[-1]) if len(nl) else self.tail + len(data)
+
+    def drop_tail(self) -> int:
+        """Forget the unfinished line (it is too long); return how many bytes it had."""
+        dropped, keep = self.tail, self.size - self.tail
+        nls = np.concatenate(self.nls) if self.nls else np.empty(0, np.int64)
+        self.parts, self.nls = [b"".join(self.parts)[:keep]], [nls]
+        self.size, self.tail = keep, 0
+        return dropped
+
+    def add_long_line(self, length: int) -> None:
+        """An empty line in place of a skipped line of ``length`` bytes."""
+        self.long_lines.append((self.n_nl, length))
+        self.skipping = None
+        self.add(b"\n", np.zeros(1, np.int64))
+
+    def take(self, max_lines: int) -> tuple[bytes, int, list[tuple[int, int]]]:
+        """Remove and return (up to ``max_lines`` whole lines, their count, their long
+        lines); with fewer whole lines pending, all of it, an unfinished line completed."""
+        buf = self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)
+        nls = self.nls[0] if len(self.nls) == 1 else np.concatenate(self.nls)
+        if self.n_nl >= max_lines:
+            take, cut = max_lines, int(nls[max_lines - 1]) + 1
+        else:  # end of file: the rest, including a last line without a newline
+            take, cut = self.n_nl + (1 if self.tail else 0), self.size
+        chunk = buf[:cut]
+        if self.tail and cut == self.size:
+            chunk += b"\n"
+            self.tail = 0
+        long_lines = [(r, n) for r, n in self.long_lines if r < take]
+        self.long_lines = [(r - take, n) for r, n in self.long_lines if r >= take]
+        rest = buf[cut:]
+        self.parts, self.nls = ([rest], [nls[take:] - cut]) if rest else ([], [])
+        self.size, self.n_nl = len(rest), max(0, self.n_nl - take)
+        return chunk, take, long_lines
+
+
 class PixelCsvReader:
     """Open a pixel CSV, work out its Layout, and iterate it as ParsedChunks.
 
@@ -643,61 +707,58 @@ class PixelCsvReader:
         self._remaining -= len(data)
         return data
 
-    def raw_chunks(self) -> Iterator[tuple[bytes, int]]:
-        """Yield (chunk, n_lines): up to chunk_rows whole lines, the chunk ending in '\\n'.
+    def raw_chunks(self) -> Iterator[tuple[bytes, int, list[tuple[int, int]]]]:
+        """Yield (chunk, n_lines, long_lines): up to chunk_rows whole lines, ending in '\\n'.
 
         Reads fixed-size blocks and cuts at the chunk_rows-th newline (found with NumPy,
-        which releases the GIL), so the reading thread does little Python per row.
+        which releases the GIL), so the reading thread does little Python per row. A line
+        over MAX_LINE_BYTES is skipped, never held: an empty line stands in for it, and
+        ``long_lines`` gives (its row in the chunk, its length in bytes).
         """
-        parts: list[bytes] = []
-        part_nls: list[np.ndarray] = []  # newline offsets within the pending bytes
-        size = n_nl = 0
-        tail = 0  # bytes after the last newline
+        pending = _Pending()
         lines_before = self.layout.header_lines + self.first_row  # physical lines emitted
         if self._pushback is not None:
-            parts.append(self._pushback)
-            part_nls.append(np.flatnonzero(np.frombuffer(self._pushback, np.uint8) == 10))
-            size, n_nl = len(self._pushback), len(part_nls[0])
-            tail = 0 if n_nl else size
+            pending.add(self._pushback, _newlines(self._pushback))
             self._pushback = None
         eof = False
         while True:
-            while n_nl < self.chunk_rows and not eof:
+            while pending.n_nl < self.chunk_rows and not eof:
                 data = self._read_block()
-                if not data:
-                    eof = True
-                    break
-                nl = np.flatnonzero(np.frombuffer(data, np.uint8) == 10)
-                parts.append(data)
-                part_nls.append(nl + size)
-                size += len(data)
-                n_nl += len(nl)
-                tail = len(data) - 1 - int(nl[-1]) if len(nl) else tail + len(data)
-                if tail > MAX_LINE_BYTES:
-                    self._too_long(data, lines_before + n_nl + 1)
-            if size == 0:
+                if data:
+                    self._add_block(pending, data, lines_before)
+                    continue
+                eof = True
+                if pending.skipping is not None:  # the last line, without a newline
+                    pending.add_long_line(pending.skipping)
+            if pending.size == 0:
                 return
-            buf = parts[0] if len(parts) == 1 else b"".join(parts)
-            nls = part_nls[0] if len(part_nls) == 1 else np.concatenate(part_nls)
-            if n_nl >= self.chunk_rows:
-                take, cut = self.chunk_rows, int(nls[self.chunk_rows - 1]) + 1
-            else:  # end of file: the rest, including a last line without a newline
-                take, cut = n_nl + (1 if tail else 0), size
-            chunk = buf[:cut]
-            if tail and cut == size:
-                chunk += b"\n"
+            chunk, take, long_lines = pending.take(self.chunk_rows)
             if b"\r" in chunk:
                 chunk = chunk.replace(b"\r\n", b"\n")
-            yield chunk, take
+            yield chunk, take, long_lines
             lines_before += take
-            rest = buf[cut:]
-            if not rest:
-                if eof:
+            if pending.size == 0 and eof:
+                return
+
+    def _add_block(self, pending: _Pending, data: bytes, lines_before: int) -> None:
+        """Add a block to ``pending``, skipping the bytes of any line over MAX_LINE_BYTES."""
+        while data:
+            if pending.skipping is not None:
+                end = data.find(b"\n")
+                if end < 0:
+                    pending.skipping += len(data)
                     return
-                parts, part_nls, size, n_nl = [], [], 0, 0
+                pending.add_long_line(pending.skipping + end)
+                data = data[end + 1 :]
                 continue
-            parts, part_nls = [rest], [nls[take:] - cut]
-            size, n_nl = len(rest), len(nls) - take
+            nl = _newlines(data)
+            if pending.tail + (int(nl[0]) if len(nl) else len(data)) <= MAX_LINE_BYTES:
+                pending.add(data, nl)
+                return
+            if b"\0" in data:
+                line_no = lines_before + pending.n_nl + 1
+                raise InputFileError(self.path, f"is binary, not a text CSV (line {line_no})")
+            pending.skipping = pending.drop_tail()  # then this block again, skipping
 
     def chunks(self) -> Iterator[ParsedChunk]:
         """Parsed chunks in file order; parsing runs on a small thread pool.
@@ -707,18 +768,25 @@ class PixelCsvReader:
         """
         local = threading.local()
 
-        def work(chunk: bytes, first_row: int) -> ParsedChunk:
+        def work(chunk: bytes, first_row: int, long_lines: list[tuple[int, int]]) -> ParsedChunk:
             ws = getattr(local, "ws", None)
             if ws is None:
                 ws = local.ws = _Workspace()
-            return parse_chunk(chunk, first_row, self.layout, ws, fast=self.fast)
+            parsed = parse_chunk(chunk, first_row, self.layout, ws, fast=self.fast)
+            if long_lines:  # their stand-ins, empty lines, were rejected: say why
+                length = dict(long_lines)
+                parsed.rejects = [
+                    (r, long_line_reason(length[r]) if r in length else why)
+                    for r, why in parsed.rejects
+                ]
+            return parsed
 
         pending: deque[Future[ParsedChunk]] = deque()
         first_row = self.first_row
         with ThreadPoolExecutor(self.workers, thread_name_prefix="csv-parse") as pool:
             try:
-                for chunk, n_lines in self.raw_chunks():
-                    pending.append(pool.submit(work, chunk, first_row))
+                for chunk, n_lines, long_lines in self.raw_chunks():
+                    pending.append(pool.submit(work, chunk, first_row, long_lines))
                     first_row += n_lines
                     if len(pending) > self.workers:
                         yield pending.popleft().result()

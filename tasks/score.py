@@ -66,6 +66,7 @@ __all__ = [
 
 N_CLASSES = 10
 REJECT_COLUMNS = ("ImageId", "Line", "Reason")
+REJECT_COLUMNS_LINE = (",".join(REJECT_COLUMNS) + "\n").encode()  # how our rejects begin
 # Rows per predict call and per write (~15 MB of Kaggle CSV). Big enough that BLAS's
 # per-call thread wake-ups stop costing much CPU; the parser scans it in smaller pieces.
 DEFAULT_CHUNK_ROWS = 8192
@@ -238,7 +239,7 @@ class _RejectsWriter:
         if self.out is None:
             self.out = _AtomicFile(self.path)
             if self.header:
-                self.out.file.write(_csv_line(REJECT_COLUMNS))
+                self.out.file.write(REJECT_COLUMNS_LINE)
         buf = io.StringIO()
         csv.writer(buf, lineterminator="\n").writerows(rows)
         self.out.file.write(buf.getvalue().encode("utf-8"))
@@ -247,8 +248,10 @@ class _RejectsWriter:
     def commit(self) -> None:
         if self.out is not None:
             self.out.commit()
-        elif self.path.is_file():
-            self.path.unlink()  # a stale rejects file would blame rows that are fine now
+        elif not self.header:
+            self.path.unlink(missing_ok=True)  # a part: hidden, named by its run's token
+        else:
+            remove_stale_rejects(self.path)
 
     def discard(self) -> None:
         if self.out is not None:
@@ -359,6 +362,21 @@ def _arrow_strings(values: list[str]) -> pa.Array:
         raise ValueError("carried-through text over 2 GiB in one chunk; lower chunk_rows")
     buffers = [None, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(b"".join(encoded))]
     return pa.Array.from_buffers(pa.string(), len(encoded), buffers)
+
+
+def remove_stale_rejects(path: Path) -> bool:
+    """Remove an earlier run's rejects file at ``path``, which would blame rows that are fine
+    now - but only if it is recognizably ours (header ``ImageId,Line,Reason``). Anything
+    else there is left alone: it may be someone's data (another job's input, say)."""
+    try:
+        with open(path, "rb") as f:
+            first = f.readline(len(REJECT_COLUMNS_LINE) + 4)  # + a BOM, a CR
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return False
+    if first.replace(b"\r\n", b"\n").lstrip(b"\xef\xbb\xbf") != REJECT_COLUMNS_LINE:
+        return False
+    path.unlink(missing_ok=True)
+    return True
 
 
 def _check_paths(input_path: Path, output_path: Path, rejects_path: Path) -> None:
@@ -492,15 +510,15 @@ def assemble_parts(
     predictions: _AtomicFile | _PredictionWriter | None = None
     try:
         if rejects is not None:
-            rejects.file.write(_csv_line(REJECT_COLUMNS))
+            rejects.file.write(REJECT_COLUMNS_LINE)
             for part in parts:
                 if part.rejects is not None:
                     _append_file(Path(part.rejects), rejects.file)
         predictions = _join_predictions(parts, output_path, fmt)
         if rejects is not None:
             rejects.commit()
-        elif rejects_path.is_file():
-            rejects_path.unlink()  # a stale rejects file would blame rows that are fine now
+        else:
+            remove_stale_rejects(rejects_path)
         predictions.commit()
     except BaseException:
         if predictions is not None:

@@ -22,6 +22,7 @@ from model.config import ModelConfig
 from model.network import init_params
 from model.predict import predict_proba_pixels
 from tasks.chunks import part_paths, plan_ranges
+from tasks.csv_input import PixelCsvReader
 from tasks.score import InputFileError, ScoreSummary, assemble_parts, score_file, score_part
 
 PIXELS = [f"pixel{j}" for j in range(784)]
@@ -356,6 +357,107 @@ def test_stale_rejects_file_is_removed(tmp_path):
     assert s.rejects is None and not (tmp_path / "rejects.csv").exists()
 
 
+@pytest.mark.parametrize(
+    "content",
+    [b"pixel0,pixel1\n1,2\n", b"ImageId,Label,Confidence\n", b"", b"ImageId,Line,Reason,x\n"],
+)
+def test_a_file_at_the_rejects_path_that_is_not_ours_is_left_alone(tmp_path, content):
+    # Issue 13: the "stale rejects" of one job were another job's input, and were deleted.
+    (tmp_path / "rejects.csv").write_bytes(content)
+    src = write(tmp_path / "in.csv", [TEST_HEADER, line(image(0))])
+    assert run(tmp_path, src).rejects is None
+    assert (tmp_path / "rejects.csv").read_bytes() == content
+    with open(src, "rb") as f:
+        start = len(f.readline())
+    part_out, part_rej = part_paths(tmp_path / "o.csv", tmp_path / "rejects.csv", "t", 0)
+    part = score_part(
+        src, part_out, part_rej, linear_softmax, index=0,
+        byte_range=(start, src.stat().st_size), first_row=0,
+    )  # fmt: skip
+    assemble_parts(src, tmp_path / "o.csv", tmp_path / "rejects.csv", [part])
+    assert (tmp_path / "rejects.csv").read_bytes() == content
+
+
+@pytest.mark.parametrize(
+    "header", [b"ImageId,Line,Reason\r\n", b"\xef\xbb\xbfImageId,Line,Reason\n"]
+)
+def test_our_rejects_saved_by_a_spreadsheet_are_still_ours(tmp_path, header):
+    (tmp_path / "rejects.csv").write_bytes(header + b"9,10,old\r\n")
+    assert run(tmp_path, write(tmp_path / "in.csv", [TEST_HEADER, line(image(0))])).rejects is None
+    assert not (tmp_path / "rejects.csv").exists()
+
+
+def _long_line_file(path: Path, n: int, at: list[int], length: int, end: bytes = b"\n") -> Path:
+    """``n`` rows of images, rows ``at`` replaced by ``length`` bytes of digits and commas."""
+    long = (b"1," * (length // 2 + 1))[:length]
+    rows = [long if i in at else line(image(i)).encode() for i in range(n)]
+    path.write_bytes(end.join([TEST_HEADER.encode()] + rows) + end)
+    return path
+
+
+def test_a_line_over_1_mib_is_one_rejected_row(tmp_path):
+    # Issue 13: one such line in the middle used to fail the whole file (0 of 100 scored).
+    src = _long_line_file(tmp_path / "in.csv", 100, [49], 1_500_000)
+    s = run(tmp_path, src)
+    assert (s.rows, s.scored, s.rejected) == (100, 99, 1)
+    assert (tmp_path / "rejects.csv").read_text() == (
+        "ImageId,Line,Reason\n50,51,line is 1500000 bytes long; the limit is 1048576 (1 MiB)\n"
+    )
+    ids = [int(r["ImageId"]) for r in read_csv(tmp_path / "out.csv")]
+    assert ids == [i for i in range(1, 101) if i != 50]
+    labels, _ = expected([image(i) for i in range(100) if i != 49])
+    assert [int(r["Label"]) for r in read_csv(tmp_path / "out.csv")] == labels
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 2, 3, 8192])
+@pytest.mark.parametrize("end", [b"\n", b"\r\n"])
+def test_long_lines_anywhere_and_of_any_size_over_the_cap(tmp_path, chunk_rows, end):
+    # First data row, two in a row, the last one (no final newline), one that just fits, and
+    # one of 3 MiB; lengths are exact, whatever block or chunk a line starts in.
+    cap = 1 << 20
+    src = tmp_path / "in.csv"
+    rows = [b"1," * (cap // 2 + 7), b"2," * (cap // 2 + 1), line(image(1)).encode()]
+    rows += [b"9," * (cap // 2 - 1) + b"9", line(image(2)).encode(), b"3" * (3 << 20)]
+    src.write_bytes(end.join([TEST_HEADER.encode()] + rows))  # no final newline
+    s = run(tmp_path, src, chunk_rows=chunk_rows)
+    assert (s.rows, s.scored, s.rejected) == (6, 2, 4)
+    got = [(r["ImageId"], r["Reason"]) for r in read_csv(tmp_path / "rejects.csv")]
+    assert [i for i, _ in got] == ["1", "2", "4", "6"]
+    lengths = [int(why.split()[2]) for _, why in got if why.startswith("line is")]
+    n_cr = len(end) - 1  # the line's own bytes before its newline
+    assert lengths == [cap + 14 + n_cr, cap + 2 + n_cr, 3 << 20]
+    assert got[2][1] == f"expected 784 fields, got {cap // 2}"  # 1 MiB - 1 bytes: under the cap
+
+
+def test_skipping_a_long_line_holds_none_of_it(tmp_path):
+    import tracemalloc
+
+    src = _long_line_file(tmp_path / "in.csv", 5, [2], 40 << 20)
+    tracemalloc.start()
+    try:
+        with PixelCsvReader(src, chunk_rows=2) as reader:
+            rejects = [r for chunk in reader.chunks() for r in chunk.rejects]
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert rejects == [(0, f"line is {40 << 20} bytes long; the limit is 1048576 (1 MiB)")]
+    assert peak < 8 << 20  # a few 1 MiB blocks, not the 40 MiB line
+
+
+def test_a_long_line_in_a_gzip_file_or_a_byte_range(tmp_path):
+    src = _long_line_file(tmp_path / "in.csv", 6, [3], 2 << 20)
+    gz = tmp_path / "in.csv.gz"
+    gz.write_bytes(gzip.compress(src.read_bytes()))
+    assert run(tmp_path, gz).rejected == 1
+    whole = (tmp_path / "rejects.csv").read_bytes()
+    with PixelCsvReader(src) as reader:
+        start = reader.data_start
+    with PixelCsvReader(src, byte_range=(start, src.stat().st_size)) as reader:
+        rejects = [r for chunk in reader.chunks() for r in chunk.rejects]
+    assert rejects == [(3, "line is 2097152 bytes long; the limit is 1048576 (1 MiB)")]
+    assert whole.endswith(b"4,5,line is 2097152 bytes long; the limit is 1048576 (1 MiB)\n")
+
+
 # ----------------------------------------------------------------------------- bad files
 
 
@@ -402,9 +504,9 @@ def _truncated_gzip() -> bytes:
         (lambda d: _bytes(d / "x.csv.gz", b"pixel0,pixel1\n"), "named .gz but is not gzip"),
         (lambda d: _bytes(d / "t.csv.gz", _truncated_gzip()), "corrupt or truncated gzip"),
         (lambda d: _bytes(d / "z.csv", b"PK\x03\x04rest"), "is a zip archive"),
-        (
-            lambda d: _bytes(d / "long.csv", (TEST_HEADER + "\n").encode() + b"1" * (2 << 20)),
-            "line 2 is longer than 1 MiB",
+        (  # line 1 decides the layout, so it cannot be skipped like a later long line
+            lambda d: _bytes(d / "long.csv", b"1" * (2 << 20) + b"\n" + line(image(0)).encode()),
+            "line 1 is longer than 1 MiB",
         ),
     ],
 )

@@ -152,6 +152,87 @@ def test_flow_scores_many_files_concurrently_and_summarizes(trained, tmp_path):
     assert "part3.csv" in latest_artifact("mnist-scoring-confusion")
 
 
+# ----------------------------------------------------------------------------- inputs are safe
+# Issue 13: scoring never harms an input. Every output path is checked against every input
+# before anything is written; a clash is one line naming both, exit 2, and no change.
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_an_input_named_like_another_inputs_rejects_is_refused(trained, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    kaggle_csv(folder / "a.csv", 5, seed=1)
+    kaggle_csv(folder / "a.rejects.csv", 5, seed=2)  # a real input that happens to be named so
+    before = snapshot(folder)
+    done = run_cli("score", str(folder / "a.csv"), str(folder / "a.rejects.csv"),
+                   "--output-dir", str(folder), "--artifacts", str(trained))  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    [message] = done.stderr.strip().splitlines()
+    assert str(folder / "a.csv") in message and f"input {folder / 'a.rejects.csv'}" in message
+    assert snapshot(folder) == before  # a.rejects.csv is still there, and nothing was added
+
+
+def test_a_glob_run_again_over_its_own_outputs_is_refused(trained, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    kaggle_csv(folder / "a.csv", 5, seed=1, extra_lines=["1,2"])
+    args = ["score", str(folder / "*.csv"), "--output-dir", str(folder), "--artifacts",
+            str(trained)]  # fmt: skip
+    first = run_cli(*args)
+    assert first.returncode == 3, first.stderr  # one rejected row: a.rejects.csv is written
+    assert sorted(snapshot(folder)) == ["a.csv", "a.predictions.csv", "a.rejects.csv"]
+    before = snapshot(folder)
+    again = run_cli(*args)
+    assert again.returncode == 2
+    [message] = again.stderr.strip().splitlines()
+    assert "would overwrite input" in message and str(folder / "a.predictions.csv") in message
+    assert snapshot(folder) == before
+
+
+def test_output_equal_to_the_input_exits_2(trained, tmp_path):
+    kaggle_csv(tmp_path / "a.csv", 3, seed=1)
+    before = snapshot(tmp_path)
+    done = run_cli("score", str(tmp_path / "a.csv"), "--output", str(tmp_path / "a.csv"),
+                   "--artifacts", str(trained))  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "would overwrite input" in done.stderr and "Traceback" not in done.stderr
+    assert snapshot(tmp_path) == before
+
+
+def test_plan_jobs_sees_through_symlinks_and_hard_links(tmp_path):
+    from tasks.batch_scoring import ScoringUsageError, plan_jobs
+
+    kaggle_csv(tmp_path / "a.csv", 2, seed=1)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "a.predictions.csv").symlink_to(tmp_path / "a.csv")
+    with pytest.raises(ScoringUsageError, match="would overwrite input"):
+        plan_jobs([str(tmp_path / "a.csv")], None, str(tmp_path / "out"), "csv")
+    (tmp_path / "out" / "a.predictions.csv").unlink()
+    (tmp_path / "b.csv").hardlink_to(tmp_path / "a.csv")
+    with pytest.raises(ScoringUsageError, match="would overwrite input"):
+        plan_jobs([str(tmp_path / "a.csv")], str(tmp_path / "b.csv"), None, "csv")
+    jobs = plan_jobs([str(tmp_path / "a.csv")], None, str(tmp_path / "out"), "csv")
+    assert [Path(j.output).name for j in jobs] == ["a.predictions.csv"]
+
+
+def test_a_line_over_1_mib_in_the_middle_is_one_rejected_row(trained, tmp_path):
+    src = tmp_path / "big.csv"
+    kaggle_csv(src, 100, seed=4)
+    lines = src.read_bytes().split(b"\n")
+    lines[50] = b"0," * 700_000  # data row 50: 1.4 MB
+    src.write_bytes(b"\n".join(lines))
+    done = run_cli("score", str(src), "--output", str(tmp_path / "p.csv"),
+                   "--artifacts", str(trained))  # fmt: skip
+    assert done.returncode == 3, done.stderr
+    assert "99/100 rows scored, 1 rejected" in done.stdout
+    [reject] = read_rows(tmp_path / "p.rejects.csv")
+    assert (reject["ImageId"], reject["Line"]) == ("50", "51")
+    assert reject["Reason"] == "line is 1400000 bytes long; the limit is 1048576 (1 MiB)"
+
+
 def latest_artifact(key):
     from prefect import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
@@ -186,3 +267,54 @@ def test_real_test_set_scores_to_the_reported_accuracy_exactly(tmp_path):
     assert summary["accuracy"] == trained["test_accuracy"]
     metrics = json.loads((Path(trained["model"]).parent / "metrics.json").read_text())
     assert summary["confusion_matrix"] == metrics["confusion_matrix"]
+
+
+def test_a_failed_file_fails_the_run_naming_it_and_the_rest_is_written(trained, tmp_path):
+    from prefect import get_client
+
+    from flows.scoring import ScoringFailed
+
+    kaggle_csv(tmp_path / "good.csv", 10, seed=1)
+    missing = tmp_path / "missing.csv"
+    state = scoring_flow(
+        inputs=[str(tmp_path / "good.csv"), str(missing)], output_dir=str(tmp_path / "out"),
+        artifacts=str(trained), return_state=True,
+    )  # fmt: skip
+    with get_client(sync_client=True) as client:
+        recorded = client.read_flow_run(state.state_details.flow_run_id).state
+    assert recorded.is_failed()
+    assert "1 of 2 input file(s) failed" in recorded.message and str(missing) in recorded.message
+    assert str(tmp_path / "good.csv") not in recorded.message
+    failed = state.result(raise_on_failure=False)
+    assert isinstance(failed, ScoringFailed)
+    assert failed.summary["failed_files"] == 1 and failed.summary["scored"] == 10
+    assert len(read_rows(tmp_path / "out" / "good.predictions.csv")) == 10
+    assert "missing.csv" in latest_artifact("mnist-scoring-summary")
+
+
+def test_rejected_rows_alone_leave_the_run_completed_and_are_in_its_artifact(trained, tmp_path):
+    kaggle_csv(tmp_path / "dirty.csv", 5, seed=2, extra_lines=["1,2"])
+    state = scoring_flow(
+        inputs=[str(tmp_path / "dirty.csv")], output_dir=str(tmp_path / "out"),
+        artifacts=str(trained), return_state=True,
+    )  # fmt: skip
+    assert state.is_completed()
+    assert state.result()["rejected"] == 1
+    table = json.loads(latest_artifact("mnist-scoring-summary"))
+    (row,) = table
+    assert row["rejected"] == 1 and row["rejects"] == str(tmp_path / "out" / "dirty.rejects.csv")
+
+
+def test_on_dask_a_failed_file_also_fails_the_run_with_the_summary(trained, tmp_path):
+    from flows.runners import run_on_runner
+    from flows.scoring import ScoringFailed
+
+    kaggle_csv(tmp_path / "good.csv", 10, seed=1)
+    with pytest.raises(ScoringFailed, match="missing.csv") as caught:
+        run_on_runner(
+            scoring_flow, dask_local=1, inputs=[str(tmp_path / "good.csv"),
+            str(tmp_path / "missing.csv")], output_dir=str(tmp_path / "out"),
+            artifacts=str(trained),
+        )  # fmt: skip
+    assert caught.value.summary["scored"] == 10 and caught.value.summary["failed_files"] == 1
+    assert len(read_rows(tmp_path / "out" / "good.predictions.csv")) == 10
