@@ -468,11 +468,7 @@ def _say(line: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from flows import signals
-
     args = build_parser().parse_args(argv)
-    if args.command not in ("serve", "stack"):  # those stop their runs and server themselves
-        signals.install()  # SIGINT/SIGTERM end the command in seconds (exit 130/143)
     try:  # settings are checked here, before any flow starts
         settings = Settings.from_env(
             artifacts=getattr(args, "artifacts", None),
@@ -501,7 +497,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         err(f"mnist-pipeline {args.command}: error: {exc}")
         return EXIT_FAILED
     except KeyboardInterrupt:
-        signals.exit_now()  # the interpreter's own exit would wait for the task threads
+        err("mnist-pipeline: interrupted")
+        return 130
 
 
 if __name__ == "__main__":
