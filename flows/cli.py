@@ -332,19 +332,22 @@ def _cmd_score(args: argparse.Namespace) -> int:
 
     from flows.console import err
     from flows.runners import run_on_runner
-    from flows.scoring import confusion_lines, scoring_flow
+    from flows.scoring import ScoringFailed, confusion_lines, scoring_flow
 
-    result = run_on_runner(
-        scoring_flow,
-        args.dask_address,
-        args.dask_local,
-        inputs=args.inputs,
-        output=args.output,
-        output_dir=args.output_dir,
-        model=args.model,
-        artifacts=args.artifacts,
-        format=args.format,
-    )
+    try:
+        result = run_on_runner(
+            scoring_flow,
+            args.dask_address,
+            args.dask_local,
+            inputs=args.inputs,
+            output=args.output,
+            output_dir=args.output_dir,
+            model=args.model,
+            artifacts=args.artifacts,
+            format=args.format,
+        )
+    except ScoringFailed as failed:  # the run is Failed; the other files were scored
+        result = failed.summary
     _say("")
     for f in result["files"]:
         if "error" in f:
@@ -490,11 +493,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return args.handler(args)
         with in_process_backend(settings.artifacts):
             return args.handler(args)
-    except (UsageError, ModelError) as exc:
+    except (UsageError, ModelError, SettingsError) as exc:  # e.g. MNIST_TRAINING_TIMEOUT
         err(f"mnist-pipeline {args.command}: error: {exc}")
         return EXIT_USAGE
     except USER_ERRORS as exc:
         err(f"mnist-pipeline {args.command}: error: {exc}")
+        return EXIT_FAILED
+    except TimeoutError as exc:  # the flow's own limit (MNIST_TRAINING_TIMEOUT, ...)
+        err(f"mnist-pipeline {args.command}: error: the run exceeded its time limit: {exc}")
         return EXIT_FAILED
     except KeyboardInterrupt:
         err("mnist-pipeline: interrupted")

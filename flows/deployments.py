@@ -4,6 +4,12 @@
   default preset, at most one run at a time (later runs wait their turn);
 * ``mnist-scoring/batch``: no schedule; parameters ``inputs``, ``output_dir``, ``model``.
 
+Both flows have a timeout (``MNIST_TRAINING_TIMEOUT``, default 1 hour, and
+``MNIST_SCORING_TIMEOUT``, default 6 hours; 0 for none), read where the flow is imported:
+a deployment run loads its flow from the entrypoint, so the serve process's or the
+worker's environment decides. A run over its time ends TimedOut (a Failed state), which
+frees the training deployment's single concurrency slot.
+
 Both carry the absolute artifacts root as a parameter default, so a run from the server
 reads and writes the same data, models and task cache as ``mnist-pipeline`` on that root.
 
@@ -28,6 +34,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from tasks.settings import SettingsError
+
 if TYPE_CHECKING:  # Prefect is imported when used: the CLI sets its environment first
     from prefect.deployments.runner import RunnerDeployment
 
@@ -38,10 +46,27 @@ ENV_TIMEZONE = "MNIST_TIMEZONE"
 DEFAULT_PORT = 4200
 # A first start migrates the server's database; on a busy 2-core machine that takes a while.
 SERVER_STARTUP_SECONDS = 180.0
+# Seconds a flow run may take before Prefect stops it (TimedOut); 0 means no limit.
+ENV_TRAINING_TIMEOUT = "MNIST_TRAINING_TIMEOUT"
+ENV_SCORING_TIMEOUT = "MNIST_SCORING_TIMEOUT"
+DEFAULT_TRAINING_TIMEOUT = 3600.0  # the default preset takes seconds, `wide` under a minute
+DEFAULT_SCORING_TIMEOUT = 6 * 3600.0  # a night's batch of files
 
 
 class DeploymentError(Exception):
     """A deployment setup that cannot work: bad schedule, no server, port in use."""
+
+
+def run_timeout(variable: str, default: float) -> float | None:
+    """A flow's timeout in seconds: ``variable`` if set, else ``default``; None for 0."""
+    text = os.environ.get(variable, "").strip()
+    try:
+        seconds = float(text) if text else default
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0 or seconds == float("inf"):
+        raise SettingsError(f"{variable}={text!r}: expected seconds (0 for no limit), e.g. 3600")
+    return seconds or None
 
 
 def check_schedule(cron: str, timezone: str) -> None:

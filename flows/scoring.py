@@ -16,6 +16,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.futures import PrefectFuture
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.deployments import DEFAULT_SCORING_TIMEOUT, ENV_SCORING_TIMEOUT, run_timeout
 from flows.runners import outcome, run_on_runner, wants_dask_subflow
 from flows.steps import freeze_heap_once
 from tasks.batch_scoring import (
@@ -29,10 +30,33 @@ from tasks.batch_scoring import (
     split_csv,
 )
 from tasks.chunks import DEFAULT_CHUNK_BYTES, splittable
+from tasks.errors import PipelineError
 from tasks.settings import Settings
 
 
-@flow(name="mnist-scoring", task_runner=ThreadPoolTaskRunner(max_workers=os.cpu_count() or 2))
+class ScoringFailed(PipelineError):
+    """Some input files could not be scored; the others' outputs are written.
+
+    Raised at the end of the flow, so that its run ends Failed with a message naming the
+    failed files; ``summary`` is what the flow would have returned.
+    """
+
+    def __init__(self, summary: dict[str, Any]) -> None:
+        failed = [f["file"] for f in summary["files"] if "error" in f]
+        super().__init__(
+            f"{len(failed)} of {len(summary['files'])} input file(s) failed: {', '.join(failed)}"
+        )
+        self.summary = summary
+
+    def __reduce__(self) -> tuple[Any, ...]:  # pickled with its summary (Dask, results)
+        return (type(self), (self.summary,))
+
+
+@flow(
+    name="mnist-scoring",
+    task_runner=ThreadPoolTaskRunner(max_workers=os.cpu_count() or 2),
+    timeout_seconds=run_timeout(ENV_SCORING_TIMEOUT, DEFAULT_SCORING_TIMEOUT),
+)
 def scoring_flow(
     inputs: list[str],
     output_dir: str | None = None,
@@ -46,7 +70,9 @@ def scoring_flow(
 ) -> dict[str, Any]:
     """Score CSV files of digits with a saved model (the champion unless ``model`` is given).
 
-    A file that cannot be read is reported and skipped; the others are still scored.
+    A file that cannot be read is reported and skipped; the others are still scored, and
+    then the run fails (``ScoringFailed``, which carries the summary). Rejected rows alone
+    do not fail it: they are counted in the summary artifact.
     ``dask_address`` (an existing cluster) or ``dask_local`` (N local workers) run the tasks
     on Dask; plain files over ``chunk_bytes`` are scored in ranges of about that size.
     """
@@ -86,7 +112,7 @@ def scoring_flow(
             key="mnist-scoring-confusion",
             description=f"labelled inputs scored with model {chosen['version']}",
         )
-    return {
+    summary = {
         "model": chosen["version"],
         "files": files,
         "rows": sum(f.get("rows", 0) for f in files),
@@ -94,6 +120,10 @@ def scoring_flow(
         "rejected": sum(f.get("rejected", 0) for f in files),
         "failed_files": sum(1 for f in files if "error" in f),
     }
+    if summary["failed_files"]:
+        # Not a Completed run: the UI and automations must see that files were left out.
+        raise ScoringFailed(summary)
+    return summary
 
 
 def _submit_ranges(
@@ -142,7 +172,8 @@ def _join_ranges(ranges: dict[Job, Any], fmt: str) -> dict[Job, Any]:
 def _table_row(summary: dict[str, Any]) -> dict[str, Any]:
     if "error" in summary:
         return {"file": summary["file"], "rows": None, "scored": None, "rejected": None,
-                "label_counts": None, "accuracy": None, "error": summary["error"]}  # fmt: skip
+                "label_counts": None, "accuracy": None, "rejects": None,
+                "error": summary["error"]}  # fmt: skip
     return {
         "file": summary["file"],
         "rows": summary["rows"],
@@ -150,6 +181,7 @@ def _table_row(summary: dict[str, Any]) -> dict[str, Any]:
         "rejected": summary["rejected"],
         "label_counts": " ".join(f"{k}:{v}" for k, v in summary["label_counts"].items()),
         "accuracy": summary["accuracy"],
+        "rejects": summary["rejects"],  # the rejects file, when rows were rejected
         "error": None,
     }
 

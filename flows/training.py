@@ -9,6 +9,7 @@ from typing import Any
 from prefect import flow
 from prefect.futures import PrefectFuture
 
+from flows.deployments import DEFAULT_TRAINING_TIMEOUT, ENV_TRAINING_TIMEOUT, run_timeout
 from flows.ingest import split_source, submit_ingestion
 from flows.steps import freeze_heap_once, report, results_in_order, submit_cached
 from tasks import dataset, registry
@@ -18,7 +19,11 @@ from tasks.settings import Settings
 from tasks.train import FIT_FILE, fingerprint, resolve_config, train_model
 
 
-@flow(name="mnist-training")
+@flow(
+    name="mnist-training",
+    # A hung run must not hold the nightly deployment's single slot forever.
+    timeout_seconds=run_timeout(ENV_TRAINING_TIMEOUT, DEFAULT_TRAINING_TIMEOUT),
+)
 def training_flow(
     preset: str = "default",
     hidden: list[int] | None = None,

@@ -508,3 +508,64 @@ def test_worker_without_a_checkout_fails_the_run_with_one_line(tmp_path, monkeyp
         assert wait_until_gone(worker) == [], worker.output()
     finally:
         worker.kill()
+
+
+# --- timeouts ----------------------------------------------------------------------------
+
+_TIMEOUTS = """
+from pathlib import Path
+from prefect.flows import load_flow_from_entrypoint
+from flows.deployments import build_deployments
+for deployment in build_deployments(Path("artifacts")):
+    print(deployment.name, load_flow_from_entrypoint(deployment.entrypoint).timeout_seconds)
+"""
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, ["nightly 3600.0", "batch 21600.0"]),
+        ({"MNIST_TRAINING_TIMEOUT": "90", "MNIST_SCORING_TIMEOUT": "0"},
+         ["nightly 90.0", "batch None"]),
+    ],
+)  # fmt: skip
+def test_both_deployments_run_their_flow_with_a_timeout(env, expected):
+    # A deployment run loads its flow from the entrypoint, in the serve process's or the
+    # worker's environment: this is the timeout such a run gets.
+    clean = {k: v for k, v in os.environ.items() if not k.endswith("_TIMEOUT")}
+    done = subprocess.run(
+        [sys.executable, "-c", _TIMEOUTS], cwd=REPO, env={**clean, **env},
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == expected
+
+
+def test_a_bad_timeout_setting_is_a_one_line_usage_error(tmp_path):
+    done = run_cli("train", "--artifacts", str(tmp_path), env={"MNIST_TRAINING_TIMEOUT": "soon"})
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        "mnist-pipeline train: error: MNIST_TRAINING_TIMEOUT='soon': expected seconds "
+        "(0 for no limit), e.g. 3600"
+    )
+
+
+def test_a_training_run_over_its_time_limit_ends_timed_out(world, tmp_path):
+    artifacts = tmp_path / "artifacts"
+    done = run_cli(
+        "train", "--mirror", str(world["mirror"]), "--checksums", str(world["checksums"]),
+        "--artifacts", str(artifacts), "--epochs", "1500", "--batch-size", "4",
+        env={"MNIST_TRAINING_TIMEOUT": "3"},
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    assert (
+        "mnist-pipeline train: error: the run exceeded its time limit: "
+        "Scope timed out after 3.0 second(s)."
+    ) in done.stderr.splitlines()
+    with client() as c:
+        runs = c.read_flow_runs(sort="START_TIME_DESC", limit=50)
+    (run,) = [r for r in runs if r.parameters.get("artifacts") == str(artifacts)]
+    assert run.state.name == "TimedOut" and run.state.is_failed()
+    assert run.state.message == "Flow run exceeded timeout of 3.0 second(s)"
+    assert not (artifacts / "models").exists() or not list((artifacts / "models").iterdir())

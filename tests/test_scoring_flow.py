@@ -267,3 +267,54 @@ def test_real_test_set_scores_to_the_reported_accuracy_exactly(tmp_path):
     assert summary["accuracy"] == trained["test_accuracy"]
     metrics = json.loads((Path(trained["model"]).parent / "metrics.json").read_text())
     assert summary["confusion_matrix"] == metrics["confusion_matrix"]
+
+
+def test_a_failed_file_fails_the_run_naming_it_and_the_rest_is_written(trained, tmp_path):
+    from prefect import get_client
+
+    from flows.scoring import ScoringFailed
+
+    kaggle_csv(tmp_path / "good.csv", 10, seed=1)
+    missing = tmp_path / "missing.csv"
+    state = scoring_flow(
+        inputs=[str(tmp_path / "good.csv"), str(missing)], output_dir=str(tmp_path / "out"),
+        artifacts=str(trained), return_state=True,
+    )  # fmt: skip
+    with get_client(sync_client=True) as client:
+        recorded = client.read_flow_run(state.state_details.flow_run_id).state
+    assert recorded.is_failed()
+    assert "1 of 2 input file(s) failed" in recorded.message and str(missing) in recorded.message
+    assert str(tmp_path / "good.csv") not in recorded.message
+    failed = state.result(raise_on_failure=False)
+    assert isinstance(failed, ScoringFailed)
+    assert failed.summary["failed_files"] == 1 and failed.summary["scored"] == 10
+    assert len(read_rows(tmp_path / "out" / "good.predictions.csv")) == 10
+    assert "missing.csv" in latest_artifact("mnist-scoring-summary")
+
+
+def test_rejected_rows_alone_leave_the_run_completed_and_are_in_its_artifact(trained, tmp_path):
+    kaggle_csv(tmp_path / "dirty.csv", 5, seed=2, extra_lines=["1,2"])
+    state = scoring_flow(
+        inputs=[str(tmp_path / "dirty.csv")], output_dir=str(tmp_path / "out"),
+        artifacts=str(trained), return_state=True,
+    )  # fmt: skip
+    assert state.is_completed()
+    assert state.result()["rejected"] == 1
+    table = json.loads(latest_artifact("mnist-scoring-summary"))
+    (row,) = table
+    assert row["rejected"] == 1 and row["rejects"] == str(tmp_path / "out" / "dirty.rejects.csv")
+
+
+def test_on_dask_a_failed_file_also_fails_the_run_with_the_summary(trained, tmp_path):
+    from flows.runners import run_on_runner
+    from flows.scoring import ScoringFailed
+
+    kaggle_csv(tmp_path / "good.csv", 10, seed=1)
+    with pytest.raises(ScoringFailed, match="missing.csv") as caught:
+        run_on_runner(
+            scoring_flow, dask_local=1, inputs=[str(tmp_path / "good.csv"),
+            str(tmp_path / "missing.csv")], output_dir=str(tmp_path / "out"),
+            artifacts=str(trained),
+        )  # fmt: skip
+    assert caught.value.summary["scored"] == 10 and caught.value.summary["failed_files"] == 1
+    assert len(read_rows(tmp_path / "out" / "good.predictions.csv")) == 10
