@@ -129,28 +129,34 @@ def predict_proba_pixels(
         raise ValueError(f"block_rows must be a positive integer, got {block_rows!r}")
     n = pixels.shape[0]
     out = np.empty((n, sizes[-1]))
-    first_t = _exact_slices(params[0][0], PIXEL_MAX).T  # (n_in, slices * units)
-    layers = [(W.astype(np.float64), b.astype(np.float64)) for W, b in params]
+    # The first slice is dense; later ones hold only the bits of a unit's smallest weights,
+    # so their all-zero input columns are left out of the product (zeros add nothing).
+    first, *finer = _exact_slices(params[0][0], PIXEL_MAX)
+    finer_cols = [np.flatnonzero(S.any(axis=0)) for S in finer]
+    slices_t = [first.T] + [S[:, cols].T for S, cols in zip(finer, finer_cols, strict=True)]
+    layers = [(W.astype(np.float64), b.astype(np.float64)[:, None]) for W, b in params]
     m = min(block_rows, max(n, 1))
     # Rows per BLAS call: as for float32 (network.block_rows), blocks under OpenBLAS's
     # small-matrix limit run single-threaded on its small kernel, 2-10x cheaper in CPU
     # for a narrow first layer than its threaded GEMM on a busy machine.
-    gemm = _SMALL_GEMM_MNK // first_t.size
+    gemm = _SMALL_GEMM_MNK // first.size
     gemm = min(gemm, m) if gemm >= 32 else m
-    sums = np.empty((m, first_t.shape[1]))
+    sums = [np.empty((m, first.shape[0])) for _ in slices_t]
     x = np.empty((gemm, sizes[0]))
     for start in range(0, n, m):
         rows = min(m, n - start)
         for a in range(0, rows, gemm):
             b = min(a + gemm, rows)
             x[: b - a] = pixels[start + a : start + b]  # exact: every uint8 is a float64
-            np.dot(x[: b - a], first_t, out=sums[a:b])
-        out[start : start + rows] = _layers_after_sums(sums[:rows], layers)
+            np.dot(x[: b - a], slices_t[0], out=sums[0][a:b])
+            for cols, S_t, out_i in zip(finer_cols, slices_t[1:], sums[1:], strict=True):
+                np.dot(x[: b - a, cols], S_t, out=out_i[a:b])
+        out[start : start + rows] = _layers_after_sums([s[:rows] for s in sums], layers).T
     return out
 
 
-def _exact_slices(W: np.ndarray, max_value: int) -> np.ndarray:
-    """``W`` as float64 slices stacked (s * n_out, n_in) whose sum is ``W``, exactly.
+def _exact_slices(W: np.ndarray, max_value: int) -> list[np.ndarray]:
+    """``W`` as float64 slices of its shape whose sum is ``W``, exactly.
 
     Each slice's product with integer inputs in [0, max_value] is exact in float64 in any
     order of summation, so BLAS returns the same bits for a row wherever it sits. Why:
@@ -171,45 +177,47 @@ def _exact_slices(W: np.ndarray, max_value: int) -> np.ndarray:
         piece = np.trunc(rest / grid) * grid  # |piece| <= |rest|: the bound above holds
         slices.append(piece)
         rest = rest - piece  # exact: the bits of rest below the grid
-    return np.concatenate(slices)
+    return slices
 
 
-def _layers_after_sums(sums: np.ndarray, layers: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-    """Probabilities (m, n_classes) from the exact first-layer ``sums : (m, slices * units)``.
+def _layers_after_sums(
+    sums: list[np.ndarray], layers: list[tuple[np.ndarray, np.ndarray]]
+) -> np.ndarray:
+    """Probabilities (n_classes, m) from the exact first-layer ``sums``, (m, units) per slice.
 
-    Everything here is elementwise NumPy on whole arrays, so each row goes through the
-    same operations in the same order wherever it sits; no step reduces across rows.
+    Everything here is elementwise NumPy on whole arrays laid out (units, m), so each row
+    goes through the same operations in the same order wherever it sits, and no step
+    reduces across rows. ``layers`` holds float64 (W, b column) pairs.
     """
-    units = layers[0][1].shape[0]
-    Z = sums[:, :units].copy()
-    for k in range(units, sums.shape[1], units):
-        Z += sums[:, k : k + units]
+    Z = sums[0].T.copy()
+    for finer in sums[1:]:
+        Z += finer.T
     Z /= PIXEL_MAX
     Z += layers[0][1]
     for W, b in layers[1:]:
         np.maximum(Z, 0, out=Z)
-        Z = _dot_in_order(Z, W)
+        Z = _dot_in_order(W, Z)
         Z += b
-    # Softmax along each row. exp runs on one contiguous array (NumPy then uses one kernel
-    # for every element), and the sum adds the classes one by one in class order.
-    Z -= Z.max(axis=1, keepdims=True)
+    # Softmax down each column. exp runs on one contiguous array (NumPy then uses one
+    # kernel for every element), and the sum adds the classes one by one in class order.
+    Z -= Z.max(axis=0)
     np.exp(Z, out=Z)
-    total = Z[:, 0].copy()
-    for k in range(1, Z.shape[1]):
-        total += Z[:, k]
-    Z /= total[:, None]
+    total = Z[0].copy()
+    for row in Z[1:]:
+        total += row
+    Z /= total
     return Z
 
 
-def _dot_in_order(A: np.ndarray, W: np.ndarray) -> np.ndarray:
-    """``A @ W.T`` for ``A : (m, k)``, ``W : (n_out, k)``, summed in order k = 0, 1, ...
+def _dot_in_order(W: np.ndarray, A: np.ndarray) -> np.ndarray:
+    """``W @ A`` for ``W : (n_out, k)``, ``A : (k, m)``, summed in order k = 0, 1, ... per entry.
 
     BLAS would pick the order (and FMA use) by an entry's position; these layers are
-    narrow, so k elementwise passes cost little.
+    narrow, so k elementwise passes over contiguous rows of ``A`` cost little.
     """
-    Z = A[:, :1] * W[:, 0]
+    Z = W[:, :1] * A[0]
     term = np.empty_like(Z)
     for k in range(1, W.shape[1]):
-        np.multiply(A[:, k : k + 1], W[:, k], out=term)
+        np.multiply(W[:, k : k + 1], A[k], out=term)
         Z += term
     return Z

@@ -140,14 +140,15 @@ def test_exact_slices_sum_to_the_weights_and_their_products_are_exact():
     W = (rng.standard_normal((6, 50)) * 2.0 ** rng.integers(-60, 0, (6, 50))).astype(np.float32)
     W[2] = 0
     slices = _exact_slices(W, 255)
-    assert len(slices) % 6 == 0 and len(slices) >= 18
-    assert np.array_equal(sum(np.split(slices, len(slices) // 6)), W.astype(np.float64))
+    assert len(slices) >= 3
+    assert np.array_equal(sum(slices), W.astype(np.float64))
     x = rng.integers(0, 256, (40, 50)).astype(np.float64)
-    got = slices @ x.T  # BLAS, in whatever order it likes
-    for i in range(len(slices)):
-        for m in range(40):
-            exact = sum(Fraction(w) * int(v) for w, v in zip(slices[i], x[m], strict=True))
-            assert Fraction(got[i, m]) == exact
+    for S in slices:
+        got = S @ x.T  # BLAS, in whatever order it likes
+        for j in range(6):
+            for m in range(40):
+                exact = sum(Fraction(w) * int(v) for w, v in zip(S[j], x[m], strict=True))
+                assert Fraction(got[j, m]) == exact
 
 
 def test_pixels_need_uint8_rows_of_the_right_width(params, pixels):
