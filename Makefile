@@ -1,21 +1,31 @@
 # Two commands: `make run` (set up, then train on MNIST) and `make test` (set up, lint, test).
+# Python 3.11 or newer; `make PYTHON=python3.13 ...` picks another interpreter.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.installed-dev
 # Optional: a local MNIST mirror (folder, file:// or http URL) for offline machines.
 MIRROR ?=
 MIRROR_FLAG := $(if $(MIRROR),--mirror $(MIRROR),)
 
-.PHONY: setup run stack test lint format bench-setup clean
+.PHONY: setup setup-dev run stack test lint format bench-setup lock clean
 
+# The runtime lock: what the product needs, with hashes (pip checks every download).
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet -r requirements.lock
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
 
+# Plus the dev lock (pytest, ruff, hypothesis), for `make test`; pinned to the same versions.
+$(DEV_STAMP): $(STAMP) requirements-dev.lock
+	$(BIN)/pip install --quiet -r requirements.lock -r requirements-dev.lock
+	touch $@
+
 setup: $(STAMP)
+
+setup-dev: $(DEV_STAMP)
 
 run: setup
 	$(BIN)/mnist-pipeline train $(MIRROR_FLAG)
@@ -24,20 +34,47 @@ run: setup
 stack: setup
 	$(BIN)/mnist-pipeline stack
 
-lint: setup
+lint: setup-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
 test: lint
 	$(BIN)/pytest
 
-format: setup
+format: setup-dev
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
 # Benchmark-only dependencies (scikit-learn, PyTorch CPU), never needed by the product.
 bench-setup: setup
 	$(BIN)/pip install --quiet -r requirements-bench.txt
+
+# Regenerate both locks from pyproject.toml (README, "Locks"): universal (one lock for
+# Python 3.11+ on Linux and macOS) and with hashes. Pins already in a lock are kept
+# unless pyproject.toml moves them; `make lock UPGRADE=1` takes the newest of everything.
+# Then every pin must have a wheel for each Python and platform below, or the lock is
+# refused (a user there would need a compiler); lock-constraints.txt holds the way out.
+UV_VERSION := 0.13.9
+UV := $(VENV)/lock-tools/bin/uv
+LOCK_FLAGS := --universal --generate-hashes --python-version 3.11 --custom-compile-command "make lock"
+WHEEL_PYTHONS := 3.11 3.12 3.13
+WHEEL_PLATFORMS := x86_64-manylinux_2_28 aarch64-manylinux_2_28 x86_64-apple-darwin aarch64-apple-darwin
+
+$(UV):
+	$(PYTHON) -m venv $(VENV)/lock-tools
+	$(VENV)/lock-tools/bin/pip install --quiet uv==$(UV_VERSION)
+
+lock: export UV_PYTHON_DOWNLOADS = never
+lock: $(UV)
+	$(UV) pip compile pyproject.toml -c lock-constraints.txt $(LOCK_FLAGS) \
+		$(if $(UPGRADE),--upgrade) -o requirements.lock
+	$(UV) pip compile --group pyproject.toml:dev -c requirements.lock $(LOCK_FLAGS) \
+		$(if $(UPGRADE),--upgrade) -o requirements-dev.lock
+	for py in $(WHEEL_PYTHONS); do for platform in $(WHEEL_PLATFORMS); do \
+		echo "wheels for Python $$py on $$platform"; \
+		$(UV) pip compile --quiet requirements.lock requirements-dev.lock --only-binary :all: \
+			--python-version $$py --python-platform $$platform -o /dev/null || exit 1; \
+	done; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
