@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from tasks.errors import PipelineError
+
 # Either name turns heartbeats on explicitly (the second is Prefect's legacy alias).
 HEARTBEAT_VARIABLES = ("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "PREFECT_RUNNER_HEARTBEAT_FREQUENCY")
 # Either name sets the server's database (the second is Prefect's legacy alias).
@@ -55,6 +57,7 @@ def in_process_backend(artifacts: Path | None = None) -> Iterator[None]:
 
     settings = get_current_settings()
     if settings.api.url:
+        check_reachable(settings.api.url)
         yield
         return
     updates = {}
@@ -76,6 +79,29 @@ def in_process_backend(artifacts: Path | None = None) -> Iterator[None]:
             wait_until_recorded(seen.ids)
     finally:
         task_run_logger.removeHandler(seen)
+
+
+class BackendUnreachable(PipelineError):
+    """The configured Prefect API does not answer."""
+
+
+def check_reachable(api_url: str) -> None:
+    """Raise BackendUnreachable, in one line, unless something answers HTTP at ``api_url``.
+
+    Without this, a server that is down (or a stale profile) surfaced as Prefect's
+    "Failed to reach API" traceback from inside the first flow run.
+    """
+    from flows.deployments import DeploymentError, check_api
+
+    try:
+        check_api(api_url)
+    except DeploymentError as exc:
+        reason = str(exc).split("; ")[0]
+        raise BackendUnreachable(
+            f"{reason}: it is the API URL of your Prefect profile or PREFECT_API_URL "
+            "(see `prefect config view`); start that server, or unset it to run on "
+            "Prefect's embedded server"
+        ) from None
 
 
 def _database_configured(settings: object) -> bool:

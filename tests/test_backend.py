@@ -39,8 +39,8 @@ def test_embedded_server_runs_flows_without_heartbeats(no_heartbeat_env: None) -
         assert get_current_settings().flows.heartbeat_frequency == default  # restored
 
 
-def test_a_real_server_keeps_heartbeats(no_heartbeat_env: None) -> None:
-    with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:9/api"}):
+def test_a_real_server_keeps_heartbeats(no_heartbeat_env: None, prefect_api: str) -> None:
+    with temporary_settings(updates={PREFECT_API_URL: prefect_api}):
         assert _heartbeat_inside() == get_current_settings().flows.heartbeat_frequency
         assert _heartbeat_inside() is not None
 
@@ -79,6 +79,7 @@ def test_the_heap_is_frozen_once_per_process():
 def _user_env(home: Path) -> dict[str, str]:
     """A user's environment: HOME at ``home``, and no Prefect home or API URL set."""
     env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_HOME", "PREFECT_API_URL")}
+    home.mkdir(parents=True, exist_ok=True)
     env["HOME"] = str(home)
     return env
 
@@ -187,3 +188,17 @@ def test_the_embedded_server_has_recorded_every_task_run_before_it_stops(
     assert done.returncode == 0, done.stderr
     assert "recorded 40" in done.stdout.splitlines()
     assert "Traceback" not in done.stderr and "Error flushing" not in done.stderr
+
+
+def test_an_unreachable_api_is_one_line(mirror: tuple[Path, Path], tmp_path: Path) -> None:
+    # It was Prefect's "Failed to reach API" traceback from inside the first flow run.
+    env = _user_env(tmp_path / "home")
+    env["PREFECT_API_URL"] = "http://127.0.0.1:9/api"
+    done = _cli("ingest", "--mirror", str(mirror[0]), "--artifacts", str(tmp_path), env=env)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stdout + done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith(
+        "mnist-pipeline ingest: error: cannot reach the Prefect API at http://127.0.0.1:9/api ("
+    )
+    assert line.endswith("unset it to run on Prefect's embedded server")
