@@ -1,18 +1,22 @@
 """Ingestion tasks: fetch the MNIST .gz files from a mirror, verify them, convert to Parquet.
 
-Each raw file is streamed to a temporary file, checked against the SHA-256 of its
-decompressed IDX bytes, and only then renamed into ``data/raw/``. Transient faults
-(connection errors, timeouts, HTTP 5xx and 429, truncated bodies) fail the task with
-``TransientFetchError`` so that Prefect retries it with backoff; a 403/404, a bad gzip
-or a checksum mismatch moves on to the next mirror at once.
+Each raw file is downloaded within a deadline, written to a temporary file, checked
+against the SHA-256 of its decompressed IDX bytes, and only then renamed into
+``data/raw/``. Transient faults (connection errors, timeouts, a transfer too slow for its
+deadline, HTTP 5xx and 429, truncated bodies) fail the task with ``TransientFetchError``
+so that Prefect retries it with backoff; a 403/404, a bad gzip or a checksum mismatch
+moves on to the next mirror at once.
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import http.client
+import os
 import shutil
 import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -27,9 +31,25 @@ from tasks.dataset import write_split
 from tasks.errors import PipelineError
 from tasks.files import atomic_path, file_identity, is_intact, seal
 from tasks.idx import IMAGES_MAGIC, LABELS_MAGIC, IdxFormatError, parse_idx
+from tasks.settings import SettingsError
 
-# Seconds to wait for a connection and for each read; MNIST's largest file is ~10 MB.
-HTTP_TIMEOUT = 30
+# Every transfer has a deadline. urllib's timeout bounds each socket operation (each
+# connect, each read), not a transfer: a mirror that sent a byte every few seconds was
+# never abandoned. So by t seconds after it started, a transfer must have received
+# DOWNLOAD_MIN_RATE * (t - DOWNLOAD_GRACE_SECONDS) bytes: a file of n bytes has
+# GRACE + n / MIN_RATE seconds (208 s for MNIST's largest, 9.9 MB), and a mirror that
+# sends (almost) nothing is abandoned after the grace period. With every mirror
+# stalled, one file then takes 4 attempts x 3 mirrors x ~10 s + retry delays (22 s,
+# at most 33 s with jitter): under 2.6 minutes, and the four files are fetched at once.
+DOWNLOAD_GRACE_SECONDS = 10.0
+DOWNLOAD_MIN_RATE = 50_000  # bytes per second, averaged over the transfer after the grace
+ENV_DOWNLOAD_GRACE = "MNIST_DOWNLOAD_GRACE_SECONDS"
+ENV_DOWNLOAD_MIN_RATE = "MNIST_DOWNLOAD_MIN_RATE"
+# Each connect and read of the transfer thread. Past the deadline this only bounds how
+# long an abandoned transfer's thread lingers; within it, a connection silent this long
+# fails even if the transfer was ahead of its deadline.
+SOCKET_TIMEOUT = 30
+_POLL_SECONDS = 0.25  # how often the deadline is checked
 _CHUNK = 1 << 20
 
 
@@ -68,27 +88,94 @@ def fetch(source: str, dest: Path) -> None:
     shutil.copyfile(path, dest)
 
 
-def _fetch_http(url: str, dest: Path) -> None:
-    request = urllib.request.Request(url, headers={"User-Agent": "mnist-pipeline"})
+def download_deadline() -> tuple[float, float]:
+    """(grace seconds, minimum average bytes per second) of each HTTP transfer: the
+    defaults, or ``MNIST_DOWNLOAD_GRACE_SECONDS`` and ``MNIST_DOWNLOAD_MIN_RATE``."""
+    return (
+        _positive_env(ENV_DOWNLOAD_GRACE, DOWNLOAD_GRACE_SECONDS),
+        _positive_env(ENV_DOWNLOAD_MIN_RATE, DOWNLOAD_MIN_RATE),
+    )
+
+
+def _positive_env(name: str, default: float) -> float:
+    text = os.environ.get(name)
+    if not text:
+        return default
     try:
-        with (
-            urllib.request.urlopen(request, timeout=HTTP_TIMEOUT) as response,
-            open(dest, "wb") as out,
-        ):
-            expected = response.headers.get("Content-Length")
-            received = 0
-            while chunk := response.read(_CHUNK):
-                out.write(chunk)
-                received += len(chunk)
-    except urllib.error.HTTPError as err:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise SettingsError(f"{name}={text!r}: expected a positive number")
+    return value
+
+
+def _fetch_http(url: str, dest: Path) -> None:
+    grace, min_rate = download_deadline()
+    transfer = _Transfer(url)
+    while not transfer.done.wait(_POLL_SECONDS):
+        elapsed = time.monotonic() - transfer.started
+        if transfer.received < min_rate * (elapsed - grace):
+            transfer.abandoned.set()
+            raise TransientFetchError(
+                f"{url}: too slow, {transfer.received} bytes in {elapsed:.0f} s (a download "
+                f"must average {min_rate:g} bytes/s after its first {grace:g} s)"
+            )
+    if transfer.error is not None:
+        raise _fetch_error(url, transfer.error)
+    if transfer.expected is not None and transfer.received != int(transfer.expected):
+        raise TransientFetchError(
+            f"{url}: truncated body ({transfer.received} of {transfer.expected} bytes)"
+        )
+    Path(dest).write_bytes(b"".join(transfer.chunks))
+
+
+class _Transfer:
+    """One HTTP GET, run in a daemon thread so that the caller can walk away from it.
+
+    A thread blocked in a connect or a read cannot be interrupted, so the caller watches
+    the deadline and, past it, abandons the transfer: the thread stops at its next read
+    (or socket timeout) and is never waited for. The body is kept in memory (MNIST's
+    largest file is ~10 MB) and written by the caller, so an abandoned transfer never
+    touches a file.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.chunks: list[bytes] = []
+        self.received = 0
+        self.expected: str | None = None
+        self.error: Exception | None = None
+        self.done = threading.Event()
+        self.abandoned = threading.Event()
+        self.started = time.monotonic()
+        threading.Thread(target=self._run, name=f"GET {url}", daemon=True).start()
+
+    def _run(self) -> None:
+        request = urllib.request.Request(self.url, headers={"User-Agent": "mnist-pipeline"})
+        try:
+            with urllib.request.urlopen(request, timeout=SOCKET_TIMEOUT) as response:
+                self.expected = response.headers.get("Content-Length")
+                # read1 returns what has arrived (one socket read), so `received` keeps
+                # up with the transfer; read() would wait for a whole chunk.
+                while not self.abandoned.is_set() and (chunk := response.read1(_CHUNK)):
+                    self.chunks.append(chunk)
+                    self.received += len(chunk)
+        except Exception as err:  # handed to the caller, which owns the reporting
+            self.error = err
+        finally:
+            self.done.set()
+
+
+def _fetch_error(url: str, err: Exception) -> Exception:
+    """The FetchError for what a transfer failed with; anything else is a bug, as is."""
+    if isinstance(err, urllib.error.HTTPError):
         if err.code >= 500 or err.code == 429:
-            raise TransientFetchError(f"{url}: HTTP {err.code}") from None
-        raise FetchError(f"{url}: HTTP {err.code}") from None
-    except (urllib.error.URLError, OSError) as err:  # includes timeouts
-        reason = getattr(err, "reason", err)
-        raise TransientFetchError(f"{url}: {reason}") from None
-    if expected is not None and received != int(expected):
-        raise TransientFetchError(f"{url}: truncated body ({received} of {expected} bytes)")
+            return TransientFetchError(f"{url}: HTTP {err.code}")
+        return FetchError(f"{url}: HTTP {err.code}")
+    if isinstance(err, OSError | http.client.HTTPException):  # includes timeouts
+        return TransientFetchError(f"{url}: {getattr(err, 'reason', err)}")
+    return err
 
 
 def decompressed_idx(gz_path: Path) -> bytes:

@@ -71,14 +71,18 @@ class FaultyMirror:
     """A real HTTP server on 127.0.0.1 serving a folder, with scripted faults per file.
 
     ``faults[name]`` is a list consumed one request at a time: "503", "404", "403",
-    "truncate" (promise the full length, send half, close) or "corrupt" (flip a byte).
-    Once the list is empty the file is served intact. ``hits`` counts requests per file.
+    "truncate" (promise the full length, send half, close), "corrupt" (flip a byte),
+    "drip" (send the whole response, status line included, one byte every
+    ``drip_seconds``) or "hang" (accept the request, never answer). Once the list is
+    empty the file is served intact. ``hits`` counts requests per file.
     """
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, drip_seconds: float = 0.2) -> None:
         self.folder = folder
         self.faults: dict[str, list[str]] = defaultdict(list)
         self.hits: Counter[str] = Counter()
+        self.drip_seconds = drip_seconds
+        self.closed = threading.Event()  # ends the drips and hangs still going
         mirror = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -87,6 +91,9 @@ class FaultyMirror:
                 mirror.hits[name] += 1
                 fault = mirror.faults[name].pop(0) if mirror.faults[name] else "ok"
                 path = mirror.folder / name
+                if fault in ("drip", "hang"):
+                    self._stall(fault, path.read_bytes())
+                    return
                 if fault in ("503", "404", "403") or not path.is_file():
                     self.send_error(int(fault) if fault != "ok" else 404)
                     return
@@ -102,6 +109,18 @@ class FaultyMirror:
                     body = body[:100] + bytes([body[100] ^ 0xFF]) + body[101:]
                 self.wfile.write(body)
 
+            def _stall(self, fault: str, body: bytes) -> None:
+                self.close_connection = True
+                head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+                for byte in head + body:
+                    if mirror.closed.wait(mirror.drip_seconds if fault == "drip" else 3600):
+                        return
+                    try:
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                    except OSError:  # the client gave up
+                        return
+
             def log_message(self, *args: object) -> None:
                 pass
 
@@ -111,6 +130,7 @@ class FaultyMirror:
         self.thread.start()
 
     def close(self) -> None:
+        self.closed.set()
         self.server.shutdown()
         self.server.server_close()
 

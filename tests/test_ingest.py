@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import time
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -12,7 +13,15 @@ from flows.ingest import ingest_flow
 from tasks import ingest
 from tasks.dataset import read_metadata, read_split
 from tasks.ingest import IngestError, mirror_url
-from tests.support import FILES, REAL_MNIST, idx_bytes, synthetic_digits, write_mirror
+from tasks.settings import SettingsError
+from tests.support import (
+    FILES,
+    REAL_MNIST,
+    FaultyMirror,
+    idx_bytes,
+    synthetic_digits,
+    write_mirror,
+)
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -128,6 +137,81 @@ def test_server_errors_are_retried_then_reported(http_mirror, mirror, artifacts)
     with pytest.raises(IngestError, match=r"train-labels-idx1-ubyte.gz: every mirror failed.*503"):
         run(artifacts, http_mirror.url, mirror[1])
     assert http_mirror.hits["train-labels-idx1-ubyte.gz"] == 4, "1 try + 3 retries"
+
+
+@pytest.fixture
+def short_deadline(monkeypatch):
+    """Transfers get 1 s of grace, then must average 1000 bytes/s (the files are ~1-150 kB)."""
+    monkeypatch.setenv("MNIST_DOWNLOAD_GRACE_SECONDS", "1")
+    monkeypatch.setenv("MNIST_DOWNLOAD_MIN_RATE", "1000")
+
+
+def test_a_drip_fed_mirror_is_abandoned_at_its_deadline_for_the_next(
+    http_mirror, mirror, artifacts, short_deadline
+):
+    # A byte every 0.2 s never trips a socket timeout; it used to hold the download forever.
+    http_mirror.faults["train-images-idx3-ubyte.gz"] = ["drip"] * 10
+    started = time.monotonic()
+    result = run(artifacts, [http_mirror.url, str(mirror[0])], mirror[1])
+    assert result["train"]["rows"] == 300
+    assert http_mirror.hits["train-images-idx3-ubyte.gz"] == 1, "the next mirror, at once"
+    assert time.monotonic() - started < 30
+    assert not list((artifacts / "data" / "raw").glob(".*.tmp"))
+
+
+def test_a_slow_but_steady_download_within_its_deadline_completes(
+    http_mirror, mirror, artifacts, monkeypatch
+):
+    # ~130 bytes at 100 bytes/s: needs ~1.3 s, has 1 + 130 / 20 = 7.5 s. Progress must be
+    # counted as bytes arrive, not per 1 MiB read, or it looks stalled after the grace.
+    monkeypatch.setenv("MNIST_DOWNLOAD_GRACE_SECONDS", "1")
+    monkeypatch.setenv("MNIST_DOWNLOAD_MIN_RATE", "20")
+    http_mirror.drip_seconds = 0.01
+    http_mirror.faults["t10k-labels-idx1-ubyte.gz"] = ["drip"]
+    result = run(artifacts, http_mirror.url, mirror[1])
+    assert result["test"]["rows"] == 100
+    assert http_mirror.hits["t10k-labels-idx1-ubyte.gz"] == 1, "no retry"
+
+
+def test_every_mirror_stalled_fails_in_one_line_after_every_attempt(
+    http_mirror, mirror, artifacts, short_deadline
+):
+    silent = FaultyMirror(mirror[0])  # accepts the request and never answers
+    http_mirror.faults["train-labels-idx1-ubyte.gz"] = ["drip"] * 10
+    silent.faults["train-labels-idx1-ubyte.gz"] = ["hang"] * 10
+    started = time.monotonic()
+    try:
+        with pytest.raises(IngestError) as info:
+            run(artifacts, [http_mirror.url, silent.url], mirror[1])
+    finally:
+        silent.close()
+    # 4 attempts x 2 mirrors x ~1.25 s, plus the tests' 0.05 s retry delays.
+    assert time.monotonic() - started < 60
+    message = str(info.value)
+    assert message.startswith("train-labels-idx1-ubyte.gz: every mirror failed")
+    assert message.count("too slow") == 2 and "\n" not in message
+    assert http_mirror.hits["train-labels-idx1-ubyte.gz"] == 4, "1 try + 3 retries"
+    assert silent.hits["train-labels-idx1-ubyte.gz"] == 4
+    assert not (artifacts / "data" / "raw" / "train-labels-idx1-ubyte.gz").exists()
+    assert not list((artifacts / "data" / "raw").glob(".*.tmp"))
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "soon", "nan"])
+def test_a_bad_deadline_setting_is_a_one_line_error(monkeypatch, value):
+    monkeypatch.setenv("MNIST_DOWNLOAD_MIN_RATE", value)
+    with pytest.raises(SettingsError, match=rf"^MNIST_DOWNLOAD_MIN_RATE='{value}': expected"):
+        ingest.download_deadline()
+
+
+def test_the_default_deadline_meets_the_five_minute_bound():
+    # With every mirror stalled, each attempt ends at the grace period; a file's 4
+    # attempts on the 3 default mirrors, plus the longest retry delays (jitter 0.5),
+    # must leave ingest well inside 5 minutes, start-up included.
+    attempts, mirrors, delays = 4, 3, sum(d * 1.5 for d in (2, 5, 15))
+    worst = attempts * mirrors * (ingest.DOWNLOAD_GRACE_SECONDS + ingest._POLL_SECONDS) + delays
+    assert worst < 240
+    # ...and a healthy mirror at the minimum rate still delivers the largest file.
+    assert ingest.DOWNLOAD_GRACE_SECONDS + 9_912_422 / ingest.DOWNLOAD_MIN_RATE < 240
 
 
 @pytest.mark.parametrize(
