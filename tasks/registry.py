@@ -14,7 +14,6 @@ promotions.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import math
 import os
@@ -33,6 +32,11 @@ from model.network import Params, check_params
 from tasks.errors import PipelineError
 from tasks.files import atomic_path, atomic_write_text, seal, sha256_file
 from tasks.safe_joblib import UnsafeFileError, safe_load
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; promotions there are not serialized
+    fcntl = None
 
 BUNDLE = "model.joblib"
 MANIFEST = "manifest.json"
@@ -224,6 +228,9 @@ def champion_version(models_dir: Path) -> str | None:
 def champion_lock(models_dir: Path) -> Iterator[None]:
     """Serialize champion changes across processes on this machine (and NFS with locking)."""
     Path(models_dir).mkdir(parents=True, exist_ok=True)
+    if fcntl is None:
+        yield
+        return
     with open(Path(models_dir) / ".champion.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
