@@ -471,7 +471,11 @@ def _say(line: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from flows import signals
+
     args = build_parser().parse_args(argv)
+    if args.command not in ("serve", "stack"):  # those stop their runs and server themselves
+        signals.install()  # SIGINT/SIGTERM end the command in seconds (exit 130/143)
     try:  # settings are checked here, before any flow starts
         settings = Settings.from_env(
             artifacts=getattr(args, "artifacts", None),
@@ -503,8 +507,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         err(f"mnist-pipeline {args.command}: error: the run exceeded its time limit: {exc}")
         return EXIT_FAILED
     except KeyboardInterrupt:
-        err("mnist-pipeline: interrupted")
-        return 130
+        signals.exit_now()  # the interpreter's own exit would wait for the task threads
 
 
 if __name__ == "__main__":

@@ -1,0 +1,150 @@
+"""Stop signals end a command promptly: SIGINT with exit 130, SIGTERM with exit 143.
+
+Left to Python and Prefect, a signal unwinds the main thread, and then the flow run's
+task runner waits for the tasks still running in its threads (a download from a stalled
+mirror, an epoch of training), and the interpreter waits for them again at exit: a
+stopped command ran on for minutes, and a second Ctrl-C did not help. Prefect also swaps
+in its own SIGTERM handler while a flow runs, so a handler of ours may not even be called.
+
+So ``install`` does two things. Its handler raises ``Interrupted`` in the main thread,
+which unwinds the command as far as it can (Prefect marks the run Crashed if its task
+threads let it get that far). And a watchdog thread learns of every SIGINT and SIGTERM
+through ``signal.set_wakeup_fd``, whichever Python handler is installed: the first one
+gives the command GRACE_SECONDS to end by itself, a second one ends it at once. Ending
+it is ``exit_now``: one line on stderr, this process's temporary files removed, the
+normal exit handlers (which stop Prefect's embedded server and a local Dask cluster)
+given CLEANUP_SECONDS, then ``os._exit``, which no running thread can hold up.
+
+Nothing the pipeline writes can be left partial under its final name: every file is
+written to a hidden temporary and renamed into place when complete (tasks.files).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import re
+import signal
+import socket
+import sys
+import threading
+from typing import Any, NoReturn
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# Seconds the command has, after the first signal, to end by itself (a run with no
+# task in flight gets to record itself as Crashed); then the watchdog ends it.
+GRACE_SECONDS = 1.5
+# Seconds the exit handlers get; the embedded server is told to stop at once and
+# finishes on its own if that is not enough. GRACE + CLEANUP stays well inside 5 s.
+CLEANUP_SECONDS = 2.0
+
+
+class Interrupted(KeyboardInterrupt):
+    """Raised in the main thread by a stop signal; Prefect treats it as a Ctrl-C."""
+
+
+def exit_code(signum: int) -> int:
+    """The shell's convention for a process ended by ``signum``: 128 + its number."""
+    return 128 + signum
+
+
+def install() -> None:
+    """Make SIGINT and SIGTERM end this process promptly (see the module docstring).
+
+    Call once, from the main thread, before any flow starts. A signal that the process
+    was started with ignored (``nohup``, a background job of a script) stays ignored.
+    """
+    for signum in STOP_SIGNALS:
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            signal.signal(signum, _raise_interrupted)
+    reader, writer = socket.socketpair()
+    writer.setblocking(False)
+    signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+    _STATE["wakeup"] = (reader, writer)  # kept open for the life of the process
+    threading.Thread(target=_watch, args=(reader,), name="stop-signals", daemon=True).start()
+
+
+def _raise_interrupted(signum: int, frame: Any) -> None:
+    _note(signum)  # main() may reach exit_now before the watchdog has read the signal
+    raise Interrupted
+
+
+def _watch(reader: socket.socket) -> None:
+    # The C-level handler writes each signal's number here, in whatever thread it lands.
+    received = 0
+    while data := reader.recv(64):
+        for signum in data:
+            if signum not in STOP_SIGNALS:
+                continue
+            _note(signum)
+            received += 1
+            if received > 1:
+                exit_now()
+            watchdog = threading.Timer(GRACE_SECONDS, exit_now)
+            watchdog.daemon = True
+            watchdog.start()
+
+
+def _note(signum: int) -> None:
+    """Remember the first stop signal: it sets the exit code."""
+    if _STATE["signal"] is None:
+        _STATE["signal"] = signum
+
+
+def exit_now() -> NoReturn:
+    """End the process for the stop signal received (SIGINT if none): see the module
+    docstring. Safe from any thread; a second call while the first cleans up exits at
+    once."""
+    signum = _STATE["signal"] or signal.SIGINT
+    code = exit_code(signum)
+    if not _EXITING.acquire(blocking=False):
+        os._exit(code)
+    _last_word(f"mnist-pipeline: stopped by {signal.Signals(signum).name}\n")
+    remove_own_temporaries()
+    cleanup = threading.Thread(target=_run_exit_handlers, daemon=True)
+    cleanup.start()
+    cleanup.join(CLEANUP_SECONDS)
+    remove_own_temporaries()  # again: a thread may have started one meanwhile
+    os._exit(code)
+
+
+def _last_word(line: str) -> None:
+    """Write ``line`` as the last thing on stderr. Threads still running, and the exit
+    handlers, may go on logging (a training epoch, a server going away): nothing of that
+    is news once the process is stopping, so stderr is pointed at /dev/null first."""
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+    with contextlib.suppress(OSError):
+        stderr = os.dup(2)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+        os.write(stderr, line.encode())
+
+
+def _run_exit_handlers() -> None:
+    with contextlib.suppress(BaseException):
+        atexit._run_exitfuncs()
+
+
+def remove_own_temporaries() -> None:
+    """Remove this process's temporary files (``.NAME.HOST-PID.RANDOM.tmp``) from every
+    folder it has written into; the files being written there are never renamed into
+    place, so the final names keep their previous content or stay absent."""
+    from tasks import files
+
+    pid = os.getpid()
+    ours = re.compile(rf"\..+\.{re.escape(socket.gethostname())}-{pid}\.[0-9a-f]{{8}}\.tmp")
+    # tasks.files records each folder a process writes into (to sweep it once).
+    folders = [folder for owner, folder in list(files._SWEPT) if owner == pid]
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(folder):
+                if ours.fullmatch(entry.name):
+                    with contextlib.suppress(OSError):
+                        os.unlink(entry.path)
+
+
+# Signals are process-wide, and so is what they need: the first signal received, and
+# the wakeup socket pair, which must stay open as long as the process runs.
+_STATE: dict[str, Any] = {"signal": None, "wakeup": None}
+_EXITING = threading.Lock()
