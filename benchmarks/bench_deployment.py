@@ -34,7 +34,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from flows.deployments import TRAINING, start_server, stop_server  # noqa: E402
+from cli.stack import start_server, stop_server  # noqa: E402
+from flows.deployments import TRAINING  # noqa: E402
 from tests.support import free_port, write_mirror  # noqa: E402
 
 
@@ -97,7 +98,7 @@ def main() -> None:
     env = {**base, "PREFECT_API_URL": api}
     os.environ["PREFECT_API_URL"] = api
     serve = subprocess.Popen(
-        [sys.executable, "-m", "flows.cli", "serve", "--artifacts", str(work / "served"),
+        [sys.executable, "-m", "cli.main", "serve", "--artifacts", str(work / "served"),
          "--poll-seconds", str(args.poll_seconds)],
         cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True,
@@ -115,7 +116,7 @@ def main() -> None:
                     time.sleep(0.5)
         time.sleep(args.poll_seconds)  # let serve settle into its poll loop
         params = {"mirror": str(work / "mirror"), "epochs": args.epochs}
-        cli_args = [sys.executable, "-m", "flows.cli", "train", "--mirror", str(work / "mirror"),
+        cli_args = [sys.executable, "-m", "cli.main", "train", "--mirror", str(work / "mirror"),
                     "--epochs", str(args.epochs), "--artifacts", str(work / "cli")]  # fmt: skip
         rows = {}
         for label in ("cold", "warm"):

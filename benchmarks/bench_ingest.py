@@ -49,9 +49,9 @@ def main() -> None:
 
     from prefect import flow
 
-    from flows.backend import in_process_backend
+    from cli.backend import in_process_backend
+    from core.dataset import read_split
     from flows.ingest import ingest_flow
-    from tasks.dataset import read_split
 
     @flow
     def noop() -> None:

@@ -37,11 +37,11 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from core.idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx_gz  # noqa: E402
 from model.config import ModelConfig, preset  # noqa: E402
 from model.metrics import accuracy  # noqa: E402
 from model.predict import predict  # noqa: E402
 from model.train import fit, seed_streams, split_indices  # noqa: E402
-from tasks.idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx_gz  # noqa: E402
 
 THREADS = 2
 

@@ -1,4 +1,4 @@
-"""Scoring throughput and memory: tasks.score.score_file vs a naive pandas baseline.
+"""Scoring throughput and memory: core.scoring.score_file.score_file vs a naive pandas baseline.
 
 Run by hand from the repo root:
 
@@ -77,7 +77,7 @@ def make_pixel_predictor():
 
 def write_kaggle_csv(path: Path, rows: int) -> None:
     """Write ``rows`` Kaggle train.csv rows: real MNIST images and labels, tiled."""
-    from tasks.idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx_gz
+    from core.idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx_gz
 
     images = read_idx_gz(MNIST_DIR / "train-images-idx3-ubyte.gz", IMAGES_MAGIC)
     labels = read_idx_gz(MNIST_DIR / "train-labels-idx1-ubyte.gz", LABELS_MAGIC)
@@ -124,7 +124,7 @@ def naive(src: Path, out: Path) -> int:
 
 
 def ours(src: Path, out: Path, chunk_rows: int, workers: int) -> int:
-    from tasks.score import score_file
+    from core.scoring.score_file import score_file
 
     predict = make_pixel_predictor()
     summary = score_file(
@@ -163,7 +163,7 @@ def run_child(which: str, src: Path, out: Path, args: argparse.Namespace) -> dic
 
 
 def main() -> None:
-    from tasks.score import DEFAULT_CHUNK_ROWS
+    from core.scoring.score_file import DEFAULT_CHUNK_ROWS
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000)

@@ -46,11 +46,11 @@ def main() -> None:
 
     from prefect import flow
 
-    from flows.backend import in_process_backend
+    from cli.backend import in_process_backend
+    from core.dataset import read_split
     from flows.training import training_flow
     from model.config import ModelConfig
     from model.train import fit
-    from tasks.dataset import read_split
     from tasks.train import resolve_config
 
     @flow

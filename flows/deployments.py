@@ -14,27 +14,22 @@ Both carry the absolute artifacts root as a parameter default, so a run from the
 reads and writes the same data, models and task cache as ``mnist-pipeline`` on that root.
 
 Two ways to run them: ``serve`` registers both and runs them from this process
-(``prefect.serve``); ``run_stack`` first starts a local ``prefect server`` on 127.0.0.1 and
-stops it on the way out. The work-pool route (``prefect deploy --all`` plus workers) is
-``prefect.yaml`` at the repository root, with the same names, schedule and limit.
+(``prefect.serve``); ``cli.stack.run_stack`` first starts a local ``prefect server`` on
+127.0.0.1 and stops it on the way out. The work-pool route (``prefect deploy --all``
+plus workers) is ``prefect.yaml`` at the repository root, with the same names, schedule
+and limit.
 """
 
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from tasks.settings import SettingsError
+from core.settings import SettingsError
 
 if TYPE_CHECKING:  # Prefect is imported when used: the CLI sets its environment first
     from prefect.deployments.runner import RunnerDeployment
@@ -163,131 +158,3 @@ def serve(
 
     deployments = build_deployments(artifacts, timezone, cron)
     prefect_serve(*deployments, pause_on_shutdown=False, query_seconds=poll_seconds)
-
-
-def server_env(home: Path) -> dict[str, str]:
-    """The environment of a local ``prefect server``: its own home, no telemetry."""
-    env = {
-        **os.environ,
-        "PREFECT_HOME": str(home),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "DO_NOT_TRACK": "1",
-    }
-    env.pop("PREFECT_API_URL", None)
-    return env
-
-
-def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def start_server(port: int, home: Path) -> tuple[subprocess.Popen, str]:
-    """Start ``prefect server start`` on 127.0.0.1:``port`` in its own process group, logging
-    to ``home``/server.log, and wait until it is healthy; return (process, API URL)."""
-    if not port_is_free(port):
-        raise DeploymentError(
-            f"port {port} on 127.0.0.1 is in use (a server already running?): choose another "
-            "with --port, or point PREFECT_API_URL at that server and run `mnist-pipeline serve`"
-        )
-    home.mkdir(parents=True, exist_ok=True)
-    log = home / "server.log"
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-             "--port", str(port)],
-            env=server_env(home),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            # Its own group: Ctrl-C reaches only us, and we stop it after the runner.
-            start_new_session=True,
-        )  # fmt: skip
-    api = f"http://127.0.0.1:{port}/api"
-    try:
-        wait_healthy(api, SERVER_STARTUP_SECONDS, proc, log)
-    except BaseException:
-        stop_server(proc)
-        raise
-    return proc, api
-
-
-def wait_healthy(api: str, timeout: float, proc: subprocess.Popen, log: Path) -> None:
-    """Poll ``api``/health until it answers 200; DeploymentError if ``proc`` dies or time runs
-    out."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            tail = log.read_text(errors="replace").strip().splitlines()[-1:] or [""]
-            raise DeploymentError(
-                f"prefect server exited with code {proc.returncode}: {tail[0]} (log: {log})"
-            )
-        try:
-            with urllib.request.urlopen(f"{api}/health", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.25)
-    raise DeploymentError(f"prefect server not healthy after {timeout:.0f} s (log: {log})")
-
-
-def stop_server(proc: subprocess.Popen, timeout: float = 20.0) -> None:
-    """SIGTERM the server's process group, then SIGKILL it if it lingers."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            break
-        try:
-            proc.wait(timeout=timeout)
-            break
-        except subprocess.TimeoutExpired:
-            continue
-    # The group may outlive its leader for a moment; make sure nothing of it is left.
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
-def run_stack(
-    port: int,
-    artifacts: Path,
-    timezone: str = "UTC",
-    cron: str = NIGHTLY_CRON,
-    home: Path | None = None,
-    poll_seconds: float | None = None,
-    on_ready: Callable[[str], None] | None = None,
-) -> None:
-    """Start a local ``prefect server`` (home ``artifacts``/.prefect-server unless ``home``),
-    serve both deployments against it, and stop the server when serving ends (Ctrl-C or
-    SIGTERM). ``on_ready(api_url)`` is called once the server is healthy."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    check_schedule(cron, timezone)
-    home = home or Path(artifacts) / ".prefect-server"
-    # Until the runner installs its own handler, SIGTERM must still stop the server.
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    proc = None
-    try:
-        proc, api = start_server(port, home)
-        if on_ready is not None:
-            on_ready(api)
-        os.environ["PREFECT_API_URL"] = api  # for the flow-run processes
-        with temporary_settings(updates={PREFECT_API_URL: api}):
-            serve(artifacts, timezone, cron, poll_seconds)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        if proc is not None:
-            stop_server(proc)

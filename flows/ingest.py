@@ -8,9 +8,9 @@ from typing import Any
 from prefect import flow
 from prefect.futures import PrefectFuture
 
-from flows.steps import freeze_heap_once, report, results_in_order, submit_cached
+from core.settings import Settings
+from flows import freeze_heap_once, report, results_in_order, submit_cached
 from tasks import ingest
-from tasks.settings import Settings
 
 SPLITS = {"train": "train", "test": "t10k"}
 
@@ -62,7 +62,7 @@ def split_source(settings: Settings, split: str) -> dict[str, Any]:
     checksums of the two IDX files it is decoded from (images first).
 
     A step whose cache keys on this rather than on the Parquet file's hash can start
-    before the file is written (see ``tasks.dataset.wait_until_decoded``).
+    before the file is written (see ``core.dataset.wait_until_decoded``).
     """
     prefix = SPLITS[split]
     names = (f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte")

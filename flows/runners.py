@@ -159,7 +159,7 @@ def outcome(future: PrefectFuture) -> Any:
 def fill_seconds(steps: list[dict[str, Any]], futures: dict[str, PrefectFuture]) -> None:
     """Fill the seconds of steps that ran in another process from the Prefect API.
 
-    ``flows.steps.report`` times steps with a state hook, which runs where the task ran:
+    ``flows.report`` times steps with a state hook, which runs where the task ran:
     on a Dask worker, not here. The API has every task run's run time.
     """
     from prefect import get_client

@@ -16,10 +16,13 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.futures import PrefectFuture
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from core.errors import PipelineError
+from core.scoring.chunks import DEFAULT_CHUNK_BYTES, splittable
+from core.settings import Settings
+from flows import freeze_heap_once
 from flows.deployments import DEFAULT_SCORING_TIMEOUT, ENV_SCORING_TIMEOUT, run_timeout
 from flows.runners import outcome, run_on_runner, wants_dask_subflow
-from flows.steps import freeze_heap_once
-from tasks.batch_scoring import (
+from tasks.scoring import (
     Job,
     assemble_chunks,
     discard_chunks,
@@ -29,9 +32,6 @@ from tasks.batch_scoring import (
     score_csv,
     split_csv,
 )
-from tasks.chunks import DEFAULT_CHUNK_BYTES, splittable
-from tasks.errors import PipelineError
-from tasks.settings import Settings
 
 
 class ScoringFailed(PipelineError):

@@ -19,13 +19,13 @@ from prefect.artifacts import create_table_artifact
 from prefect.futures import wait
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from core import registry
+from core.settings import Settings
+from flows import freeze_heap_once, report, results_in_order, submit_cached
 from flows.ingest import split_source, submit_ingestion
 from flows.runners import fill_seconds, outcome, run_on_runner, wants_dask_subflow
-from flows.steps import freeze_heap_once, report, results_in_order, submit_cached
 from flows.training import submit_publication
-from tasks import registry
 from tasks.evaluate import evaluate_model, evaluation_outputs
-from tasks.settings import Settings
 from tasks.train import FIT_FILE, fingerprint, resolve_config, train_model
 
 

@@ -9,13 +9,13 @@ from typing import Any
 from prefect import flow
 from prefect.futures import PrefectFuture
 
+from core import dataset, registry
+from core.settings import Settings
+from flows import freeze_heap_once, report, results_in_order, submit_cached
 from flows.deployments import DEFAULT_TRAINING_TIMEOUT, ENV_TRAINING_TIMEOUT, run_timeout
 from flows.ingest import split_source, submit_ingestion
-from flows.steps import freeze_heap_once, report, results_in_order, submit_cached
-from tasks import dataset, registry
 from tasks.evaluate import evaluate_model, evaluation_outputs
 from tasks.publish import promote_model, publish_model
-from tasks.settings import Settings
 from tasks.train import FIT_FILE, fingerprint, resolve_config, train_model
 
 

@@ -9,14 +9,14 @@ from typing import Any
 import numpy as np
 from prefect import get_run_logger, task
 
+from core import plots
+from core.dataset import load_split
+from core.errors import PipelineError
+from core.files import atomic_write_text, seal, sha256_file
+from core.safe_joblib import safe_load
 from model import metrics
 from model.predict import predict_proba
-from tasks import plots
-from tasks.caching import CONTENT
-from tasks.dataset import load_split
-from tasks.errors import PipelineError
-from tasks.files import atomic_write_text, seal, sha256_file
-from tasks.safe_joblib import safe_load
+from tasks import CONTENT
 
 METRICS_FILE = "metrics.json"
 PLOTS = ("confusion_matrix.png", "learning_curve.png", "misclassified.png")

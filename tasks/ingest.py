@@ -26,12 +26,12 @@ from typing import Any
 
 from prefect import get_run_logger, task
 
-from tasks.caching import INGEST
-from tasks.dataset import write_split
-from tasks.errors import PipelineError
-from tasks.files import atomic_path, file_identity, is_intact, seal
-from tasks.idx import IMAGES_MAGIC, LABELS_MAGIC, IdxFormatError, parse_idx
-from tasks.settings import SettingsError
+from core.dataset import write_split
+from core.errors import PipelineError
+from core.files import atomic_path, file_identity, is_intact, seal
+from core.idx import IMAGES_MAGIC, LABELS_MAGIC, IdxFormatError, parse_idx
+from core.settings import SettingsError
+from tasks import INGEST
 
 # Every transfer has a deadline. urllib's timeout bounds each socket operation (each
 # connect, each read), not a transfer: a mirror that sent a byte every few seconds was
@@ -234,7 +234,7 @@ def _retry_if_transient(task: Any, task_run: Any, state: Any) -> bool:
 
 
 @task(
-    cache_policy=INGEST,  # the mirror list is not part of the key (tasks.caching)
+    cache_policy=INGEST,  # the mirror list is not part of the key (tasks)
     retries=3,
     retry_delay_seconds=[2, 5, 15],
     retry_jitter_factor=0.5,

@@ -13,11 +13,11 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from tasks import registry
-from tasks.caching import CONTENT
+from core import registry
+from core.files import atomic_write_text
+from core.safe_joblib import safe_load
+from tasks import CONTENT
 from tasks.evaluate import METRICS_FILE, PLOTS
-from tasks.files import atomic_write_text
-from tasks.safe_joblib import safe_load
 
 REPORT_FILE = "report.md"
 PACKAGES = ("numpy", "prefect", "pandas", "pyarrow", "joblib")

@@ -12,11 +12,11 @@ import joblib
 from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
+from core.dataset import load_split
+from core.files import atomic_path, seal
 from model.config import ModelConfig
 from model.train import EpochStats, fit
-from tasks.caching import CONTENT
-from tasks.dataset import load_split
-from tasks.files import atomic_path, seal
+from tasks import CONTENT
 
 FIT_FILE = "fit.joblib"
 

@@ -81,7 +81,7 @@ def artifacts(tmp_path: Path) -> Path:
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600):
     """Run ``mnist-pipeline`` in a subprocess, as a user would; returns CompletedProcess."""
     return subprocess.run(
-        [sys.executable, "-m", "flows.cli", *args],
+        [sys.executable, "-m", "cli.main", *args],
         cwd=REPO,
         env={**os.environ, **(env or {})},
         capture_output=True,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
 
-from flows.backend import (
+from cli.backend import (
     DATABASE_VARIABLES,
     HEARTBEAT_VARIABLES,
     embedded_database_url,
@@ -87,7 +87,7 @@ def _user_env(home: Path) -> dict[str, str]:
 def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     """``mnist-pipeline`` in exactly ``env`` (tests.conftest.run_cli adds os.environ)."""
     return subprocess.run(
-        [sys.executable, "-m", "flows.cli", *args],
+        [sys.executable, "-m", "cli.main", *args],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
 
@@ -156,7 +156,7 @@ def test_with_no_api_url_anywhere_the_cli_uses_the_embedded_server(
 _BACKLOG_SCRIPT = """
 import sys
 from prefect import flow, get_client, task
-from flows.backend import in_process_backend
+from cli.backend import in_process_backend
 
 @task
 def step(i):

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from tasks.caching import INGEST_PACKAGES, MODEL_PACKAGES
+from core.code_digest import INGEST_PACKAGES, MODEL_PACKAGES
 from tests.support import REPO
 
-PACKAGES = ("flows", "model", "tasks")
+PACKAGES = ("cli", "core", "flows", "model", "tasks")
 
 
 def copy_source(dest: Path) -> Path:
@@ -60,7 +60,7 @@ def test_the_digested_packages_are_all_that_each_step_can_reach():
 def digests(source: Path) -> dict[str, str]:
     code = (
         "import json\n"
-        "from tasks.caching import code_digest, INGEST_PACKAGES, MODEL_PACKAGES\n"
+        "from core.code_digest import code_digest, INGEST_PACKAGES, MODEL_PACKAGES\n"
         "print(json.dumps({'ingest': code_digest(INGEST_PACKAGES),"
         " 'model': code_digest(MODEL_PACKAGES)}))\n"
     )
@@ -78,7 +78,7 @@ def test_digest_follows_the_source_not_its_location(tmp_path):
     assert edited["model"] != digests(a)["model"]
     assert edited["ingest"] == digests(a)["ingest"], "model/ is not ingestion's code"
 
-    (b / "tasks" / "idx.py").write_text((b / "tasks" / "idx.py").read_text() + "\n# edit\n")
+    (b / "core" / "idx.py").write_text((b / "core" / "idx.py").read_text() + "\n# edit\n")
     assert digests(b)["ingest"] != edited["ingest"]
 
 
@@ -89,7 +89,7 @@ def test_an_edit_to_code_a_step_calls_indirectly_reruns_it(tmp_path, mirror):
     model.metrics) return 0.123, train again: evaluate and what follows must run again."""
     source = copy_source(tmp_path / "src")
     command = [
-        sys.executable, "-m", "flows.cli", "train", "--epochs", "2",
+        sys.executable, "-m", "cli.main", "train", "--epochs", "2",
         "--mirror", str(mirror[0]), "--checksums", str(mirror[1]),
         "--artifacts", str(tmp_path / "artifacts"),
     ]  # fmt: skip

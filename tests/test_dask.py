@@ -19,9 +19,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from tasks.chunks import part_paths, plan_ranges, remove_parts, splittable
-from tasks.csv_input import PixelCsvReader
-from tasks.score import DEFAULT_CHUNK_ROWS, assemble_parts, score_file, score_part
+from core.scoring.chunks import part_paths, plan_ranges, remove_parts, splittable
+from core.scoring.csv_input import PixelCsvReader
+from core.scoring.score_file import DEFAULT_CHUNK_ROWS, assemble_parts, score_file, score_part
 from tests.test_score import image, line, linear_softmax
 
 HEADER = ",".join(f"pixel{j}" for j in range(784))

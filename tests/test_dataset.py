@@ -9,8 +9,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from tasks import dataset
-from tasks.dataset import PIXEL_COLUMNS, load_split, read_metadata, read_split, write_split
+from core import dataset
+from core.dataset import PIXEL_COLUMNS, load_split, read_metadata, read_split, write_split
 from tests.support import synthetic_digits
 
 

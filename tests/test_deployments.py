@@ -184,7 +184,7 @@ def served(world, prefect_api):
     """``mnist-pipeline serve`` on its own artifacts root, deployments registered."""
     artifacts = world["root"] / "served-artifacts"
     spawned = Spawned(
-        [sys.executable, "-m", "flows.cli", "serve", "--artifacts", str(artifacts),
+        [sys.executable, "-m", "cli.main", "serve", "--artifacts", str(artifacts),
          "--timezone", TIMEZONE, "--poll-seconds", "1"],
         env={"MNIST_CHECKSUMS_FILE": str(world["checksums"])},
         log=world["root"] / "serve.log",
@@ -300,7 +300,7 @@ def test_stack_serves_overlapping_training_runs_one_at_a_time_and_stops_cleanly(
     port = free_port()
     artifacts = tmp_path / "artifacts"
     spawned = Spawned(
-        [sys.executable, "-m", "flows.cli", "stack", "--port", str(port),
+        [sys.executable, "-m", "cli.main", "stack", "--port", str(port),
          "--artifacts", str(artifacts), "--poll-seconds", "1"],
         env={
             "MNIST_CHECKSUMS_FILE": str(world["checksums"]),
@@ -362,7 +362,7 @@ def started(history: list[tuple[str, datetime]]) -> datetime:
 def test_serve_without_a_server_says_how_to_get_one(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     done = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "serve", "--artifacts", str(tmp_path)],
+        [sys.executable, "-m", "cli.main", "serve", "--artifacts", str(tmp_path)],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 2

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.files import atomic_path, atomic_write_text, is_intact, seal, temporary_path
+from core.files import atomic_path, atomic_write_text, is_intact, seal, temporary_path
 from tests.support import REPO
 
 
@@ -45,7 +45,7 @@ def killed_writer(dest: Path) -> Path:
     code = (
         "import sys, time\n"
         "from pathlib import Path\n"
-        "from tasks.files import atomic_path\n"
+        "from core.files import atomic_path\n"
         "with atomic_path(Path(sys.argv[1])) as tmp:\n"
         "    tmp.write_bytes(b'half a file')\n"
         "    print(tmp, flush=True)\n"

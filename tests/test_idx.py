@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tasks.idx import IMAGES_MAGIC, LABELS_MAGIC, IdxFormatError, parse_idx
+from core.idx import IMAGES_MAGIC, LABELS_MAGIC, IdxFormatError, parse_idx
 from tests.support import idx_bytes
 
 

@@ -9,11 +9,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from core.dataset import read_metadata, read_split
+from core.settings import SettingsError
 from flows.ingest import ingest_flow
 from tasks import ingest
-from tasks.dataset import read_metadata, read_split
 from tasks.ingest import IngestError, mirror_url
-from tasks.settings import SettingsError
 from tests.support import (
     FILES,
     REAL_MNIST,

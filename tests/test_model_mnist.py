@@ -5,11 +5,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx_gz
 from model.config import preset
 from model.metrics import accuracy, confusion_matrix
 from model.predict import predict
 from model.train import fit
-from tasks.idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx_gz
 
 MNIST = Path(__file__).resolve().parents[2] / "shared" / "mnist"
 

@@ -12,8 +12,8 @@ import shutil
 import joblib
 import pytest
 
+from core import registry
 from flows.training import training_flow
-from tasks import registry
 from tests.conftest import run_cli
 from tests.support import synthetic_digits, write_mirror
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 from PIL import Image
 
-from tasks import plots
+from core import plots
 
 
 def pixels(path):

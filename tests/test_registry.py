@@ -12,11 +12,11 @@ import joblib
 import numpy as np
 import pytest
 
+from core import registry
+from core.registry import ModelError
+from core.safe_joblib import UnsafeFileError, safe_load
 from model.config import preset
 from model.network import init_params
-from tasks import registry
-from tasks.registry import ModelError
-from tasks.safe_joblib import UnsafeFileError, safe_load
 
 
 def bundle(accuracy: float, hidden=(10,), fingerprint="fp") -> dict:

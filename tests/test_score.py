@@ -1,4 +1,4 @@
-"""Tests for tasks.score.score_file: input flavours, rejects, file errors, atomicity."""
+"""Tests for core.scoring.score_file.score_file: input flavours, rejects, file errors, atomicity."""
 
 from __future__ import annotations
 
@@ -18,12 +18,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from core.scoring.chunks import part_paths, plan_ranges
+from core.scoring.csv_input import PixelCsvReader
+from core.scoring.score_file import (
+    InputFileError,
+    ScoreSummary,
+    assemble_parts,
+    score_file,
+    score_part,
+)
 from model.config import ModelConfig
 from model.network import init_params
 from model.predict import predict_proba_pixels
-from tasks.chunks import part_paths, plan_ranges
-from tasks.csv_input import PixelCsvReader
-from tasks.score import InputFileError, ScoreSummary, assemble_parts, score_file, score_part
 
 PIXELS = [f"pixel{j}" for j in range(784)]
 TEST_HEADER = ",".join(PIXELS)
@@ -771,7 +777,7 @@ from functools import partial
 from model.config import ModelConfig
 from model.network import init_params
 from model.predict import predict_proba_pixels
-from tasks.score import score_file
+from core.scoring.score_file import score_file
 params = init_params(ModelConfig(seed=3))
 src, out = sys.argv[1:]
 score_file(src, out, out + ".rejects.csv", partial(predict_proba_pixels, params), chunk_rows=500)

@@ -1,4 +1,4 @@
-"""Tests for tasks.csv_input: layout detection and the fast scan against the careful parser."""
+"""core.scoring.csv_input: layout detection, and the fast scan against the careful parser."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tasks.csv_input import (
+from core.scoring.csv_input import (
     InputFileError,
     Layout,
     PixelCsvReader,
@@ -182,7 +182,7 @@ def test_fast_scan_agrees_with_careful_parser(
 
 
 def test_fast_scan_accepts_real_looking_rows_without_the_careful_path(tmp_path, monkeypatch):
-    import tasks.csv_input as ci
+    import core.scoring.csv_input as ci
 
     def boom(*a):
         raise AssertionError("careful path used on a clean file")

@@ -203,7 +203,7 @@ def test_output_equal_to_the_input_exits_2(trained, tmp_path):
 
 
 def test_plan_jobs_sees_through_symlinks_and_hard_links(tmp_path):
-    from tasks.batch_scoring import ScoringUsageError, plan_jobs
+    from tasks.scoring import ScoringUsageError, plan_jobs
 
     kaggle_csv(tmp_path / "a.csv", 2, seed=1)
     (tmp_path / "out").mkdir()
@@ -249,7 +249,7 @@ def latest_artifact(key):
 @pytest.mark.realdata
 @pytest.mark.skipif(not REAL_MNIST.is_dir(), reason="../shared/mnist is not there")
 def test_real_test_set_scores_to_the_reported_accuracy_exactly(tmp_path):
-    from tasks.idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx_gz
+    from core.idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx_gz
 
     artifacts = tmp_path / "artifacts"
     trained = training_flow(mirror=str(REAL_MNIST), artifacts=str(artifacts))

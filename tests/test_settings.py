@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.settings import DEFAULT_MIRRORS, MNIST_SHA256, Settings, SettingsError
+from core.settings import DEFAULT_MIRRORS, MNIST_SHA256, Settings, SettingsError
 
 
 def test_defaults(monkeypatch, tmp_path):
@@ -72,7 +72,7 @@ def test_bad_retry_delays_are_named(monkeypatch):
 def test_prefect_defaults_leave_the_users_prefect_home_alone():
     # A PREFECT_HOME under the artifacts root hid ~/.prefect/profiles.toml, and with it
     # `prefect config set PREFECT_API_URL=...` and `prefect cloud login`.
-    from tasks.settings import prefect_env_defaults
+    from core.settings import prefect_env_defaults
 
     defaults = prefect_env_defaults()
     assert "PREFECT_HOME" not in defaults and "PREFECT_API_URL" not in defaults

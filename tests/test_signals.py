@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from flows import signals
+from cli import signals
 from flows.training import training_flow
 from tests.support import REPO, FaultyMirror, synthetic_digits, write_mirror
 
@@ -29,7 +29,7 @@ STOP_WITHIN = 5.0  # seconds, the contract
 def start(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     """``mnist-pipeline ARGS`` in the background, its output in tmp_path/{out,err}."""
     return subprocess.Popen(
-        [sys.executable, "-m", "flows.cli", *args],
+        [sys.executable, "-m", "cli.main", *args],
         cwd=REPO,
         env={**os.environ, **(env or {})},
         stdout=(tmp_path / "out").open("w"),
@@ -116,7 +116,7 @@ def test_a_signal_ends_ingest_on_the_embedded_server_and_stops_that_server(
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "flows.cli", "ingest", "--mirror", mirror.url,
+        [sys.executable, "-m", "cli.main", "ingest", "--mirror", mirror.url,
          "--checksums", str(checksums), "--artifacts", str(tmp_path / "artifacts")],
         cwd=REPO, env=env, stdout=(tmp_path / "out").open("w"),
         stderr=(tmp_path / "err").open("w"),

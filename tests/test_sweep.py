@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from core import registry
 from flows.sweep import _best, grid_configs, sweep_flow
-from tasks import registry
 from tests.conftest import run_cli
 
 # ----------------------------------------------------------------------------- the grid

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from flows.cli import promotion_line
+from cli.main import promotion_line
+from core import dataset, registry
 from flows.training import training_flow
-from tasks import dataset, registry
 from tasks import evaluate as evaluate_task
 from tasks import train as train_task
 from tests.conftest import run_cli
@@ -177,7 +177,7 @@ def test_a_failed_run_on_the_embedded_server_ends_in_one_line(tmp_path, artifact
     env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
     missing = tmp_path / "no-such-mirror"
     done = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "train", "--mirror", str(missing),
+        [sys.executable, "-m", "cli.main", "train", "--mirror", str(missing),
          "--artifacts", str(artifacts)],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
@@ -215,7 +215,7 @@ def test_a_missing_checksums_file_is_a_usage_error(tmp_path, artifacts):
 
 def test_killed_run_resumes_from_what_was_finished(mirror, artifacts):
     args = [
-        sys.executable, "-m", "flows.cli", "train", "--mirror", str(mirror[0]),
+        sys.executable, "-m", "cli.main", "train", "--mirror", str(mirror[0]),
         "--checksums", str(mirror[1]), "--artifacts", str(artifacts),
         "--epochs", "400", "--batch-size", "4",
     ]  # fmt: skip
@@ -251,7 +251,7 @@ def test_two_runs_at_once_do_not_corrupt_each_other(mirror, artifacts):
             [
                 sys.executable,
                 "-m",
-                "flows.cli",
+                "cli.main",
                 "train",
                 *common,
                 "--artifacts",

@@ -12,9 +12,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from flows.runners import ENV_DASK_ADDRESS
-from flows.serve_cli import add_commands
-from tasks.settings import (
+from cli.serve import add_commands
+from core.settings import (
     ENV_ARTIFACTS,
     ENV_CHECKSUMS,
     ENV_MIRROR,
@@ -22,6 +21,7 @@ from tasks.settings import (
     SettingsError,
     prefect_env_defaults,
 )
+from flows.runners import ENV_DASK_ADDRESS
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REJECTS = 0, 1, 2, 3
 
@@ -263,7 +263,7 @@ def _batch_size(text: str) -> int:
 
 
 def _cmd_ingest(args: argparse.Namespace) -> int:
-    from flows.console import print_steps
+    from cli.console import print_steps
     from flows.ingest import ingest_flow
 
     result = ingest_flow(
@@ -296,7 +296,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 
-    from flows.console import print_steps
+    from cli.console import print_steps
     from flows.training import training_flow
 
     result = training_flow(
@@ -319,7 +319,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
-    from tasks.batch_scoring import ScoringUsageError, plan_jobs
+    from tasks.scoring import ScoringUsageError, plan_jobs
 
     try:
         plan_jobs(args.inputs, args.output, args.output_dir, args.format)
@@ -330,7 +330,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
     # Fail fast, before Prefect starts, when there is no usable model.
     registry.load(Settings.from_env(artifacts=args.artifacts).models_dir, args.model)
 
-    from flows.console import err
+    from cli.console import err
     from flows.runners import run_on_runner
     from flows.scoring import ScoringFailed, confusion_lines, scoring_flow
 
@@ -379,7 +379,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 
-    from flows.console import print_steps
+    from cli.console import print_steps
     from flows.runners import run_on_runner
     from flows.sweep import sweep_flow
 
@@ -487,9 +487,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for key, value in prefect_env_defaults().items():
         os.environ.setdefault(key, value)
 
-    from flows.backend import in_process_backend
-    from flows.console import USER_ERRORS, err, quiet_user_error_tracebacks
-    from tasks.registry import ModelError
+    from cli.backend import in_process_backend
+    from cli.console import USER_ERRORS, err, quiet_user_error_tracebacks
+    from core.registry import ModelError
 
     quiet_user_error_tracebacks()
     try:

@@ -7,10 +7,10 @@ import sys
 from collections.abc import Iterable
 from typing import Any
 
+from core.errors import PipelineError
+from core.scoring.csv_input import InputFileError
 from model.train import TrainingDiverged
 from model.validation import InputError
-from tasks.csv_input import InputFileError
-from tasks.errors import PipelineError
 
 # Errors caused by the user's input or environment: one line, no traceback.
 USER_ERRORS: tuple[type[BaseException], ...] = (

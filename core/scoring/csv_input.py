@@ -26,7 +26,7 @@ are parsed on a small thread pool: NumPy releases the GIL, so two workers use tw
 Memory is bounded by chunk size x chunks in flight, whatever the file size.
 
 Byte ranges: a plain (uncompressed) file can also be read one slice at a time, so that
-several processes score one big file (``tasks.chunks`` plans the slices). A slice starts
+several processes score one big file (``core.scoring.chunks`` plans the slices). A slice starts
 and stops on line boundaries and is told how many data rows come before it, so ImageIds,
 line numbers and reject reasons are the same as when the whole file is read at once.
 """

@@ -4,7 +4,7 @@
 ``manifest.json`` beside it records the bundle's SHA-256, which catches accidents (a
 truncated copy, a flipped bit). It cannot stop someone who can write the folder, since
 they can rewrite the manifest too; what does is that bundles are read with
-``tasks.safe_joblib.safe_load``, which never imports or calls anything but NumPy's array
+``core.safe_joblib.safe_load``, which never imports or calls anything but NumPy's array
 builders. ``models/champion.json`` names the version that scoring uses by default. It is
 data, checked like input: it must name a version of this registry by its plain name. It
 changes under a file lock, so two training runs finishing at once cannot interleave their
@@ -27,11 +27,11 @@ from typing import Any
 
 import joblib
 
+from core.errors import PipelineError
+from core.files import atomic_path, atomic_write_text, seal, sha256_file
+from core.safe_joblib import UnsafeFileError, safe_load
 from model.config import ModelConfig
 from model.network import Params, check_params
-from tasks.errors import PipelineError
-from tasks.files import atomic_path, atomic_write_text, seal, sha256_file
-from tasks.safe_joblib import UnsafeFileError, safe_load
 
 try:
     import fcntl

@@ -3,7 +3,7 @@
 ``score_file`` is the engine behind the scoring task; it knows nothing of Prefect or of
 how the model is loaded - it takes a ``predict_proba`` callable that maps uint8 pixels to
 probabilities (``model.predict.predict_proba_pixels`` bound to the weights). Reading and
-validation live in ``tasks.csv_input``; this module owns the outputs:
+validation live in ``core.scoring.csv_input``; this module owns the outputs:
 
 * predictions (CSV or Parquet): ``ImageId,Label,Confidence`` (+ ``TrueLabel`` when the
   input had labels, + carried-through columns), rows in input order, ``ImageId`` the
@@ -18,10 +18,10 @@ file is committed (or a stale one removed) before the predictions, so a fresh pr
 file always comes with its own rejects.
 
 One big file can also be scored by several processes: ``score_part`` scores one byte range
-(``tasks.chunks`` plans them) into hidden part files, and ``assemble_parts`` joins the parts
+(``core.scoring.chunks`` plans them) into hidden part files, and ``assemble_parts`` joins the parts
 in order into the same two outputs. The result is byte for byte what ``score_file`` writes:
 the model gives each row the same result wherever it sits, and since each range holds
-whole chunks of ``chunk_rows`` rows (``tasks.chunks`` aligns them), the tables are the same
+whole chunks of ``chunk_rows`` rows (``core.scoring.chunks`` aligns them), the tables are the same
 too. CSV parts are the rows without the header; Parquet parts are Arrow IPC streams of the
 very tables ``score_file`` would have written, replayed through the same writer, so the
 row groups match too.
@@ -45,14 +45,14 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from tasks.csv_input import (
+from core.files import temporary_path
+from core.scoring.csv_input import (
     OUTPUT_COLUMNS,
     InputFileError,
     Layout,
     ParsedChunk,
     PixelCsvReader,
 )
-from tasks.files import temporary_path
 
 __all__ = [
     "OUTPUT_COLUMNS",

@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tasks.files import atomic_path, file_identity
+from core.files import atomic_path, file_identity
 
 N_PIXELS = 784
 PIXEL_COLUMNS = [f"pixel{k}" for k in range(N_PIXELS)]

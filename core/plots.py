@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from tasks.files import atomic_path
+from core.files import atomic_path
 
 _SUPERSAMPLE = 2
 _WHITE, _INK, _AXIS, _GRID = (255, 255, 255), (25, 25, 25), (90, 90, 90), (228, 228, 228)

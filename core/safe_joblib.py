@@ -16,7 +16,7 @@ from typing import Any
 
 from joblib.numpy_pickle import NumpyUnpickler
 
-from tasks.errors import PipelineError
+from core.errors import PipelineError
 
 # (module, name) pairs a model or fit file may name. NumPy moved its internals from
 # numpy.core to numpy._core in 2.0; files written by either spelling load.

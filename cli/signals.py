@@ -16,7 +16,7 @@ normal exit handlers (which stop Prefect's embedded server and a local Dask clus
 given CLEANUP_SECONDS, then ``os._exit``, which no running thread can hold up.
 
 Nothing the pipeline writes can be left partial under its final name: every file is
-written to a hidden temporary and renamed into place when complete (tasks.files).
+written to a hidden temporary and renamed into place when complete (core.files).
 """
 
 from __future__ import annotations
@@ -134,7 +134,7 @@ def remove_own_temporaries() -> None:
 
     pid = os.getpid()
     ours = re.compile(rf"\..+\.{re.escape(socket.gethostname())}-{pid}\.[0-9a-f]{{8}}\.tmp")
-    # tasks.files records each folder a process writes into (to sweep it once).
+    # core.files records each folder a process writes into (to sweep it once).
     folders = [folder for owner, folder in list(files._SWEPT) if owner == pid]
     for folder in folders:
         with contextlib.suppress(OSError):

@@ -5,7 +5,7 @@ itself through ``registry.load``, which checks the SHA-256 before unpickling. So
 cluster every worker reads the model from the shared artifacts path; only a path crosses
 the scheduler.
 
-A big plain CSV is scored in byte ranges instead (``tasks.chunks``): ``split_csv`` plans
+A big plain CSV is scored in byte ranges instead (``core.scoring.chunks``): ``split_csv`` plans
 them, ``score_chunk`` scores one range into hidden part files, and ``assemble_chunks`` joins
 the parts into the same outputs ``score_csv`` would have written, byte for byte.
 """
@@ -24,12 +24,18 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from core import registry
+from core.errors import PipelineError
+from core.scoring.chunks import ByteRange, part_paths, plan_ranges, remove_parts
+from core.scoring.csv_input import PixelCsvReader
+from core.scoring.score_file import (
+    DEFAULT_CHUNK_ROWS,
+    PartSummary,
+    assemble_parts,
+    score_file,
+    score_part,
+)
 from model.predict import predict_proba_pixels
-from tasks import registry
-from tasks.chunks import ByteRange, part_paths, plan_ranges, remove_parts
-from tasks.csv_input import PixelCsvReader
-from tasks.errors import PipelineError
-from tasks.score import DEFAULT_CHUNK_ROWS, PartSummary, assemble_parts, score_file, score_part
 
 FORMATS = ("csv", "parquet")
 

@@ -1,6 +1,6 @@
 """``mnist-pipeline serve`` and ``mnist-pipeline stack``: the deployments' doors in.
 
-``flows.cli.build_parser`` calls ``add_commands(sub)``; each handler returns an exit code.
+``cli.main.build_parser`` calls ``add_commands(sub)``; each handler returns an exit code.
 """
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ import argparse
 import os
 import sys
 
+from core.settings import ENV_ARTIFACTS, Settings
 from flows.deployments import DEFAULT_PORT, ENV_TIMEZONE, NIGHTLY_CRON, SCORING, TRAINING
-from tasks.settings import ENV_ARTIFACTS, Settings
 
-# As flows.cli's: 0 success, 2 unusable invocation (bad schedule, no server, port in use).
+# As cli.main's: 0 success, 2 unusable invocation (bad schedule, no server, port in use).
 EXIT_OK, EXIT_USAGE = 0, 2
 
 NO_SERVER = (
@@ -104,7 +104,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_stack(args: argparse.Namespace) -> int:
-    from flows.deployments import DeploymentError, run_stack
+    from cli.stack import run_stack
+    from flows.deployments import DeploymentError
 
     artifacts = Settings.from_env(artifacts=args.artifacts).artifacts
 
@@ -123,7 +124,7 @@ def _cmd_stack(args: argparse.Namespace) -> int:
 
 
 def _usage_error(command: str, exc: Exception) -> int:
-    # Reported here rather than raised: under `python -m flows.cli` that module is
+    # Reported here rather than raised: under `python -m cli.main` that module is
     # __main__, so its UsageError is not the class an import here would see.
     sys.stderr.write(f"mnist-pipeline {command}: error: {exc}\n")
     return EXIT_USAGE

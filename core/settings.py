@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tasks.errors import PipelineError
+from core.errors import PipelineError
 
 DEFAULT_MIRRORS: tuple[str, ...] = (
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
@@ -143,7 +143,7 @@ def prefect_env_defaults() -> dict[str, str]:
 
     ``PREFECT_HOME`` is left alone, so that the user's profiles (``prefect config set``,
     ``prefect cloud login``) apply as in any Prefect project; the embedded server's
-    database goes under the artifacts root (see ``flows.backend``).
+    database goes under the artifacts root (see ``cli.backend``).
     """
     return {
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",

@@ -1,0 +1,1 @@
+"""Batch scoring without Prefect: the CSV reader, the scorer and its writers."""
