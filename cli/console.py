@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from core.errors import PipelineError
-from core.scoring.csv_input import InputFileError
+from core.scoring.layout import InputFileError
 from model.train import TrainingDiverged
 from model.validation import InputError
 
@@ -57,6 +57,43 @@ def print_steps(steps: Iterable[dict[str, Any]]) -> None:
     out(f"{'step':<{width}}  {'state':<9}  seconds")
     for s in steps:
         out(f"{s['step']:<{width}}  {s['state']:<9}  {s['seconds']:7.2f}")
+
+
+def print_scoring(result: dict[str, Any]) -> None:
+    """Print each file's outcome (errors to stderr), then the run's totals."""
+    from flows.scoring import confusion_lines
+
+    out("")
+    for f in result["files"]:
+        if "error" in f:
+            err(f"mnist-pipeline score: error: {f['error']}")
+            continue
+        accuracy = f" accuracy {f['accuracy']:.4f}" if f["accuracy"] is not None else ""
+        out(f"{f['file']}: {f['scored']}/{f['rows']} rows scored, {f['rejected']} rejected"
+            f"{accuracy} -> {f['output']}")  # fmt: skip
+        if f["rejects"]:
+            out(f"  rejects: {f['rejects']}")
+        if f.get("confusion_matrix") is not None:
+            for line in confusion_lines(f["confusion_matrix"]):
+                out(f"  {line}")
+    out(
+        f"model {result['model']}: {result['scored']} of {result['rows']} rows scored, "
+        f"{result['rejected']} rejected, {result['failed_files']} file(s) failed"
+    )
+
+
+def print_sweep(configs: list[dict[str, Any]]) -> None:
+    """Print the sweep's table: one line per config, the chosen one starred."""
+    out("")
+    width = max(len(row["config"]) for row in configs)
+    out(f"  {'config':<{width}}  val_acc  test_acc")
+    for row in configs:
+        mark = "*" if row["chosen"] else " "
+        if row["error"] is not None:
+            out(f"{mark} {row['config']:<{width}}  failed: {row['error']}")
+            continue
+        out(f"{mark} {row['config']:<{width}}  {row['validation_accuracy']:.4f}   "
+            f"{row['test_accuracy']:.4f}")  # fmt: skip
 
 
 def out(line: str) -> None:

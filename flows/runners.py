@@ -10,8 +10,8 @@ The flows do not change; only their task runner does, chosen when the run starts
 
 The CLI applies the choice with ``flow.with_options(task_runner=...)`` before the run
 starts (``run_on_runner``). A deployment run can only pass parameters, so a flow that is
-handed Dask options while its tasks would run on threads calls itself once as a subflow
-on the chosen runner (``wants_dask_subflow``).
+handed Dask options while its tasks would run on threads calls itself once as a subflow,
+with the same parameters, on the chosen runner (``wants_dask_subflow``, ``rerun_on_dask``).
 
 Dask workers in other processes report task runs to the same Prefect API as the flow, so
 that API must be reachable by URL: with no PREFECT_API_URL set, ``run_on_runner`` starts
@@ -126,6 +126,17 @@ def wants_dask_subflow(dask_address: str | None, dask_local: int | None) -> bool
         return False
     context = FlowRunContext.get()
     return context is not None and not _on_dask(context.task_runner)
+
+
+def rerun_on_dask() -> Any:
+    """Run the current flow again, as a subflow with the run's own parameters, on the Dask
+    runner they name; return its result. Call it when ``wants_dask_subflow`` is True."""
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    parameters = dict(context.parameters)
+    address, n_workers = parameters.pop("dask_address", None), parameters.pop("dask_local", None)
+    return run_on_runner(context.flow, address, n_workers, **parameters)
 
 
 def quiet_dask_logs() -> None:

@@ -56,7 +56,7 @@ def test_the_heap_is_frozen_once_per_process():
     first time: freezing again would pin the garbage of every later flow run."""
     import gc
 
-    from flows import steps
+    import flows as steps
 
     steps._heap_frozen = False
     try:
