@@ -48,10 +48,10 @@ def main() -> None:
 
     from cli.backend import in_process_backend
     from core.dataset import read_split
+    from core.training import resolve_config
     from flows.training import training_flow
     from model.config import ModelConfig
     from model.train import fit
-    from tasks.train import resolve_config
 
     @flow
     def noop() -> None:

@@ -1,4 +1,4 @@
-"""The normalized dataset format: one Parquet file per split.
+"""The normalized dataset format: one Parquet file per split, converted from IDX files.
 
 Columns: ``label`` (uint8) and ``pixel0`` … ``pixel783`` (float32, pixel / 255, so in
 [0, 1]; pixel k is row k // 28, column k % 28), zstd-compressed. The file's key-value
@@ -8,8 +8,6 @@ metadata records where the data came from (the source IDX checksums).
 from __future__ import annotations
 
 import json
-import threading
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -17,48 +15,50 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from core.files import atomic_path, file_identity
+from core.fetch import IngestError, decompressed_idx
+from core.files import atomic_path, seal
+from core.idx import IMAGES_MAGIC, LABELS_MAGIC, IdxFormatError, parse_idx
 
 N_PIXELS = 784
 PIXEL_COLUMNS = [f"pixel{k}" for k in range(N_PIXELS)]
 METADATA_KEY = b"mnist_pipeline"
 
 
+def convert_idx(
+    images_gz: Path, labels_gz: Path, dest: Path, checksums: dict[str, str]
+) -> dict[str, Any]:
+    """Decompress and parse one split's two IDX .gz files and write them to ``dest``.
+
+    Returns the split's record: ``{"path", "rows", "sha256"}`` (of the Parquet file).
+    IngestError, naming the file, for content that is not MNIST IDX.
+    """
+    images_gz, labels_gz = Path(images_gz), Path(labels_gz)
+    try:
+        images = parse_idx(decompressed_idx(images_gz), images_gz.name, IMAGES_MAGIC)
+        labels = parse_idx(decompressed_idx(labels_gz), labels_gz.name, LABELS_MAGIC)
+    except IdxFormatError as err:
+        raise IngestError(str(err)) from None
+    if len(images) != len(labels):
+        raise IngestError(
+            f"{images_gz.name}: {len(images)} images but {labels_gz.name} has {len(labels)} labels"
+        )
+    write_split(dest, images, labels, metadata={"source_sha256": checksums})
+    return {"path": str(dest), "rows": int(len(labels)), "sha256": seal(dest)}
+
+
 def write_split(
     dest: Path, images: np.ndarray, labels: np.ndarray, metadata: dict[str, Any]
 ) -> None:
-    """Write uint8 ``images`` (n, 28, 28) and ``labels`` (n,) to ``dest`` atomically.
-
-    While the file is being written, the decoded arrays are already available in this
-    process to ``load_split(dest, source)`` (see ``wait_until_decoded``), where
-    ``source`` is ``metadata["source_sha256"]``, the checksums they were decoded from.
-    """
+    """Write uint8 ``images`` (n, 28, 28) and ``labels`` (n,) to ``dest`` atomically,
+    the pixels as float32 pixel / 255."""
     n = len(labels)
-    pixels = images.reshape(n, N_PIXELS)
-    X = pixels.astype(np.float32)
-    X /= np.float32(255)
     y = labels.astype(np.uint8, copy=False)
-    X.setflags(write=False)
-    y.setflags(write=False)
-    decoded = _decoded_key(dest, metadata.get("source_sha256"))
-    _set_decoded(decoded, (X, y))
-    try:
-        _write_parquet(dest, pixels, y, metadata)
-    except BaseException:
-        _set_decoded(decoded, None)
-        raise
-    _remember(Path(dest), X, y, decoded)
-
-
-def _write_parquet(dest: Path, pixels: np.ndarray, y: np.ndarray, metadata: dict[str, Any]) -> None:
-    """Write uint8 ``pixels`` (n, 784) as pixel / 255 and ``y`` to ``dest`` atomically."""
-    n = len(y)
     # Each pixel column goes in as a dictionary array: the uint8 pixels index the 256
     # possible float32 values. Parquet stores such a column dictionary-encoded anyway (it
     # is what keeps the files small), and handing it the encoding saves the writer from
     # hashing 47 million floats to find it (10-20% of the write). On disk the columns are
     # plain FLOAT, and they read back as float32.
-    columns = _transposed(pixels)  # one contiguous run per pixel column
+    columns = _transposed(images.reshape(n, N_PIXELS))  # one contiguous run per column
     values = pa.array(np.arange(256, dtype=np.float32) / np.float32(255))
     # One dictionary array over all the columns, sliced (zero-copy) into 784: building
     # 784 arrays one by one releases and retakes the GIL at each, and with any other
@@ -99,30 +99,6 @@ def read_split(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(batch.to_tensor(row_major=True)), y
 
 
-def load_split(path: Path, source: dict[str, str] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """``read_split``, served from memory when this process wrote or read the same file.
-
-    In a cold training run the convert step has just built the arrays, and the train and
-    evaluate steps (threads of the same process) would otherwise read them back from disk.
-    The arrays are read-only, since every caller shares them. The key is the file's
-    identity (inode, size, mtime): an atomic rename of a new file is a new key. Given the
-    ``source`` checksums, arrays decoded from them for ``path`` are served even while
-    the file is still being written.
-    """
-    path = Path(path)
-    decoded = _decoded_key(path, source)
-    with _LOCK:
-        if decoded in _DECODED:
-            return _DECODED[decoded]
-        key = file_identity(path)
-        if key in _RECENT:
-            _RECENT.move_to_end(key)
-            return _RECENT[key]
-    X, y = read_split(path)
-    _remember(path, X, y)
-    return X, y
-
-
 _TRANSPOSE_BLOCK_BYTES = 3 << 20  # a block this size stays in cache; few blocks, few GIL waits
 
 
@@ -134,62 +110,6 @@ def _transposed(a: np.ndarray) -> np.ndarray:
     for start in range(0, a.shape[0], block):
         out[:, start : start + block] = a[start : start + block].T
     return out
-
-
-def wait_until_decoded(path: Path, source: dict[str, str], give_up: threading.Event) -> bool:
-    """Block until this process holds the arrays decoded from ``source`` for ``path``
-    (they appear when its conversion has decoded them, before the file is written), or
-    until ``give_up`` is set. True if the arrays are there: ``load_split(path, source)``
-    then serves them, whether or not the file is written yet.
-    """
-    decoded = _decoded_key(path, source)
-    with _CHANGED:
-        while decoded not in _DECODED:
-            if give_up.is_set():
-                return False
-            _CHANGED.wait(0.02)  # a conversion that fails or is cached never notifies
-    return True
-
-
-_KEPT = 2  # splits kept in memory: a training run's train and test
-_LOCK = threading.Lock()
-_CHANGED = threading.Condition(_LOCK)
-_RECENT: OrderedDict[tuple[Any, ...], tuple[np.ndarray, np.ndarray]] = OrderedDict()
-# Splits decoded but still being written, by (path, source checksums).
-_DECODED: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
-
-
-def _decoded_key(path: Path, source: dict[str, str] | None) -> tuple[str, str] | None:
-    if source is None:
-        return None
-    return str(Path(path).resolve()), json.dumps(source, sort_keys=True)
-
-
-def _set_decoded(key: tuple[str, str] | None, arrays: tuple[np.ndarray, np.ndarray] | None) -> None:
-    if key is None:
-        return
-    with _CHANGED:
-        if arrays is None:
-            _DECODED.pop(key, None)
-        else:
-            _DECODED[key] = arrays
-            _CHANGED.notify_all()
-
-
-def _remember(
-    path: Path, X: np.ndarray, y: np.ndarray, decoded: tuple[str, str] | None = None
-) -> None:
-    """Keep the arrays of the file at ``path``; they replace its ``decoded`` entry, if
-    any, in one step, so that a reader always finds one or the other."""
-    X.setflags(write=False)
-    y.setflags(write=False)
-    key = file_identity(path)
-    with _LOCK:
-        _DECODED.pop(decoded, None)
-        _RECENT[key] = (X, y)
-        _RECENT.move_to_end(key)
-        while len(_RECENT) > _KEPT:
-            _RECENT.popitem(last=False)
 
 
 def read_metadata(path: Path) -> dict[str, Any]:

@@ -38,8 +38,8 @@ def submit_ingestion(settings: Settings, force: bool = False) -> dict[str, Prefe
         source = split_source(settings, split)
         images, labels = source["source_sha256"]
         # One conversion at a time: run side by side on two cores they slowed each other
-        # ~2x, and train comes first because training needs only it (training then runs
-        # while the train file is written and the test split converted).
+        # ~2x. Train comes first because training needs only it, and then runs while the
+        # test split is converted.
         future = submit_cached(
             ingest.convert,
             settings,
@@ -58,12 +58,8 @@ def submit_ingestion(settings: Settings, force: bool = False) -> dict[str, Prefe
 
 
 def split_source(settings: Settings, split: str) -> dict[str, Any]:
-    """What a split is made of, known before it is converted: its Parquet path and the
-    checksums of the two IDX files it is decoded from (images first).
-
-    A step whose cache keys on this rather than on the Parquet file's hash can start
-    before the file is written (see ``core.dataset.wait_until_decoded``).
-    """
+    """Where a split is converted to (its Parquet path) and the checksums of the two IDX
+    files it is converted from (images first)."""
     prefix = SPLITS[split]
     names = (f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte")
     return {

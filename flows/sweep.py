@@ -20,13 +20,15 @@ from prefect.futures import wait
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from core import registry
+from core.evaluation import evaluation_outputs
 from core.settings import Settings
+from core.training import FIT_FILE, fingerprint, resolve_config
 from flows import freeze_heap_once, report, results_in_order, submit_cached
-from flows.ingest import split_source, submit_ingestion
-from flows.runners import fill_seconds, outcome, run_on_runner, wants_dask_subflow
+from flows.ingest import submit_ingestion
+from flows.runners import fill_seconds, outcome, rerun_on_dask, wants_dask_subflow
 from flows.training import submit_publication
-from tasks.evaluate import evaluate_model, evaluation_outputs
-from tasks.train import FIT_FILE, fingerprint, resolve_config, train_model
+from tasks.evaluate import evaluate_model
+from tasks.train import train_model
 
 
 def grid_configs(
@@ -76,12 +78,7 @@ def sweep_flow(
     each, and persist and promote (if no worse than the champion) the best by validation
     accuracy. Axes left None take the preset's value; batch_size=0 means full batch."""
     if wants_dask_subflow(dask_address, dask_local):
-        return run_on_runner(
-            sweep_flow, dask_address, dask_local, hidden=hidden, learning_rates=learning_rates,
-            seeds=seeds, epochs=epochs, batch_size=batch_size, preset=preset, mirror=mirror,
-            artifacts=artifacts, checksums_file=checksums_file, force=force,
-            promote_tolerance=promote_tolerance,
-        )  # fmt: skip
+        return rerun_on_dask()
     freeze_heap_once()
     settings = Settings.from_env(artifacts=artifacts, mirror=mirror, checksums_file=checksums_file)
     configs = grid_configs(
@@ -90,7 +87,6 @@ def sweep_flow(
     futures = submit_ingestion(settings, force)
     ingested = results_in_order(futures)  # a failure raises as its root cause
     train_data, test_data = ingested["convert train"], ingested["convert test"]
-    train_source, test_source = split_source(settings, "train"), split_source(settings, "test")
 
     runs = []
     for config in configs:
@@ -99,11 +95,11 @@ def sweep_flow(
         label = config_label(config)
         fit = futures[f"train {label}"] = submit_cached(
             train_model, settings, [work_dir / FIT_FILE], force, f"train {label}",
-            train=train_source, config=config, work_dir=work_dir,
+            train=train_data, config=config, work_dir=work_dir,
         )  # fmt: skip
         futures[f"evaluate {label}"] = submit_cached(
             evaluate_model, settings, evaluation_outputs(work_dir), force, f"evaluate {label}",
-            fit=fit, test=test_source, work_dir=work_dir,
+            fit=fit, test=test_data, work_dir=work_dir,
         )  # fmt: skip
         runs.append((label, config, run_id))
     wait(list(futures.values()))

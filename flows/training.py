@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-import threading
-from pathlib import Path
 from typing import Any
 
 from prefect import flow
 from prefect.futures import PrefectFuture
 
-from core import dataset, registry
+from core import registry
+from core.evaluation import evaluation_outputs
 from core.settings import Settings
+from core.training import FIT_FILE, fingerprint, resolve_config
 from flows import freeze_heap_once, report, results_in_order, submit_cached
 from flows.deployments import DEFAULT_TRAINING_TIMEOUT, ENV_TRAINING_TIMEOUT, run_timeout
-from flows.ingest import split_source, submit_ingestion
-from tasks.evaluate import evaluate_model, evaluation_outputs
+from flows.ingest import submit_ingestion
+from tasks.evaluate import evaluate_model
 from tasks.publish import promote_model, publish_model
-from tasks.train import FIT_FILE, fingerprint, resolve_config, train_model
+from tasks.train import train_model
 
 
 @flow(
@@ -61,17 +61,15 @@ def training_flow(
     futures = submit_ingestion(settings, force)
     run_id = fingerprint(settings.checksums, config)
     work_dir = settings.artifacts / "training" / run_id
-    # Train and evaluate start from the decoded splits, while their files are written.
-    train_data, test_data = split_source(settings, "train"), split_source(settings, "test")
+    # Each step starts when the file it reads exists: a convert future as an argument is
+    # waited for, and its result (path, rows, SHA-256) is what the step reads and keys on.
     futures["train"] = submit_cached(
         train_model, settings, [work_dir / FIT_FILE], force, "train",
-        wait_for=_until_decoded_or_converted(futures["convert train"], train_data),
-        train=train_data, config=config, work_dir=work_dir,
+        train=futures["convert train"], config=config, work_dir=work_dir,
     )  # fmt: skip
     futures["evaluate"] = submit_cached(
         evaluate_model, settings, evaluation_outputs(work_dir), force, "evaluate",
-        wait_for=_until_decoded_or_converted(futures["convert test"], test_data),
-        fit=futures["train"], test=test_data, work_dir=work_dir,
+        fit=futures["train"], test=futures["convert test"], work_dir=work_dir,
     )  # fmt: skip
     # Before publishing: a failed step raises here as itself (see results_in_order).
     done = results_in_order(futures)
@@ -100,22 +98,6 @@ def training_flow(
         "test_log_loss": done["evaluate"]["test_log_loss"],
         "validation_accuracy": done["train"]["validation_accuracy"],
     }
-
-
-def _until_decoded_or_converted(
-    convert: PrefectFuture, split: dict[str, Any]
-) -> list[PrefectFuture]:
-    """What a step that reads ``split`` must wait for: nothing once this process has
-    decoded it (its Parquet file is then written while the step runs, on the other
-    core), else the whole conversion (cached, failed, or run elsewhere, e.g. on a Dask
-    worker). Blocks until one or the other.
-
-    Such steps key their caches on the split's source checksums, which need no file.
-    """
-    converted = threading.Event()
-    convert.add_done_callback(lambda _: converted.set())
-    decoded = dataset.wait_until_decoded(Path(split["path"]), split["source_sha256"], converted)
-    return [] if decoded else [convert]
 
 
 def submit_publication(

@@ -2,94 +2,29 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from prefect import get_run_logger, task
 
-from core import plots
-from core.dataset import load_split
-from core.errors import PipelineError
-from core.files import atomic_write_text, seal, sha256_file
-from core.safe_joblib import safe_load
-from model import metrics
-from model.predict import predict_proba
+from core.evaluation import METRICS_FILE, PLOTS, evaluate_fit
 from tasks import CONTENT
-
-METRICS_FILE = "metrics.json"
-PLOTS = ("confusion_matrix.png", "learning_curve.png", "misclassified.png")
-N_MISCLASSIFIED_SHOWN = 32
-
-
-def evaluation_outputs(work_dir: Path) -> list[Path]:
-    """Files the evaluation writes; a cache hit is only trusted while all are intact."""
-    return [Path(work_dir) / name for name in (METRICS_FILE, *PLOTS)]
-
-
-def compute_metrics(
-    y: np.ndarray, proba: np.ndarray, n_classes: int, fit_record: dict[str, Any]
-) -> dict[str, Any]:
-    """Every reported number, as JSON-ready values."""
-    predicted = proba.argmax(axis=1)
-    confusion = metrics.confusion_matrix(y, predicted, n_classes)
-    per_class = metrics.per_class_metrics(y, predicted, n_classes)
-    wrong = np.flatnonzero(predicted != y)
-    return {
-        "test_accuracy": metrics.accuracy(y, predicted),
-        "test_log_loss": metrics.log_loss(y, proba),
-        "validation_accuracy": fit_record["validation_accuracy"],
-        "train_seconds": fit_record["train_seconds"],
-        "best_epoch": fit_record["best_epoch"],
-        "n_test": int(len(y)),
-        "per_class": {
-            str(k): {name: values[k].item() for name, values in per_class.items()}
-            for k in range(n_classes)
-        },
-        "confusion_matrix": confusion.tolist(),
-        "most_confused": [
-            {"true": t, "predicted": p, "count": c}
-            for t, p, c in metrics.most_confused_pairs(confusion)
-        ],
-        "misclassified_sample": [
-            {"index": int(i), "true": int(y[i]), "predicted": int(predicted[i])}
-            for i in wrong[:N_MISCLASSIFIED_SHOWN]
-        ],
-    }
 
 
 @task(cache_policy=CONTENT)
 def evaluate_model(fit: dict[str, Any], test: dict[str, Any], work_dir: Path) -> dict[str, Any]:
     """Score the held-out test split and write metrics and plots beside the weights.
 
-    ``test`` is ``flows.ingest.split_source``'s record, as for ``train_model``.
+    ``test`` is the convert step's record of the split, as for ``train_model``.
     """
-    if sha256_file(Path(fit["path"])) != fit["sha256"]:
-        raise PipelineError(f"{fit['path']}: changed since training; rerun with --force")
-    record = safe_load(fit["path"])
-    X, y = load_split(Path(test["path"]), test.get("source_sha256"))
-    proba = predict_proba(record["params"], X)
-    result = compute_metrics(y, proba, record["config"]["n_classes"], record)
-
-    work_dir = Path(work_dir)
-    sample = result["misclassified_sample"]
-    idx = [s["index"] for s in sample]
-    plots.confusion_heatmap(np.array(result["confusion_matrix"]), work_dir / PLOTS[0])
-    plots.learning_curve(record["curve"], work_dir / PLOTS[1])
-    plots.misclassified_grid(
-        X[idx], [s["true"] for s in sample], [s["predicted"] for s in sample], work_dir / PLOTS[2]
-    )
-    atomic_write_text(work_dir / METRICS_FILE, json.dumps(result, indent=2) + "\n")
-    for path in evaluation_outputs(work_dir):
-        seal(path)
+    result = evaluate_fit(fit, Path(test["path"]), Path(work_dir))
     get_run_logger().info(
         "test accuracy %.4f, log-loss %.4f on %d held-out images",
         result["test_accuracy"], result["test_log_loss"], result["n_test"],
     )  # fmt: skip
     return {
-        "metrics_path": str(work_dir / METRICS_FILE),
+        "metrics_path": str(Path(work_dir) / METRICS_FILE),
         "test_accuracy": result["test_accuracy"],
         "test_log_loss": result["test_log_loss"],
-        "plots": [str(work_dir / name) for name in PLOTS],
+        "plots": [str(Path(work_dir) / name) for name in PLOTS],
     }

@@ -1,17 +1,20 @@
-"""The Parquet split format, and the in-process copy that spares a cold run a re-read."""
+"""The Parquet split format and its conversion from IDX, and fetching verified files:
+Prefect-free, so no backend."""
 
 from __future__ import annotations
 
-import os
-import threading
+import gzip
+import hashlib
+import logging
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from core import dataset
-from core.dataset import PIXEL_COLUMNS, load_split, read_metadata, read_split, write_split
-from tests.support import synthetic_digits
+from core.dataset import PIXEL_COLUMNS, convert_idx, read_metadata, read_split, write_split
+from core.fetch import FetchError, IngestError, fetch_from_mirrors, is_verified
+from core.files import is_intact, sha256_file
+from tests.support import FILES, idx_bytes, synthetic_digits, write_mirror
 
 
 def test_round_trip_scales_pixels_and_keeps_metadata(tmp_path):
@@ -27,84 +30,56 @@ def test_round_trip_scales_pixels_and_keeps_metadata(tmp_path):
     assert str(schema.field("pixel0").type) == "float"
 
 
-def test_load_split_serves_what_was_written_read_only(tmp_path):
-    images, labels = synthetic_digits(30, seed=2)
-    path = tmp_path / "s.parquet"
-    write_split(path, images, labels, {})
-    X, y = load_split(path)
-    assert load_split(path)[0] is X, "the second load is the same arrays"
-    X_disk, y_disk = read_split(path)
-    np.testing.assert_array_equal(X, X_disk)
-    np.testing.assert_array_equal(y, y_disk)
-    with pytest.raises(ValueError, match="read-only"):
-        X[0, 0] = 1.0
+def test_an_empty_split_round_trips(tmp_path):
+    write_split(tmp_path / "s.parquet", np.zeros((0, 28, 28), np.uint8), np.zeros(0, np.uint8), {})
+    X, y = read_split(tmp_path / "s.parquet")
+    assert X.shape == (0, 784) and y.shape == (0,)
 
 
-def test_load_split_rereads_a_replaced_file(tmp_path):
-    path = tmp_path / "s.parquet"
-    first, labels = synthetic_digits(30, seed=3)
-    write_split(path, first, labels, {})
-    load_split(path)
-    second, _ = synthetic_digits(30, seed=4)
-    other = tmp_path / "other.parquet"
-    write_split(other, second, labels, {})
-    os.replace(other, path)  # how every write lands: a new file renamed over the old
-    X, _ = load_split(path)
-    np.testing.assert_array_equal(X, second.reshape(30, 784).astype(np.float32) / 255)
-
-
-def write_in_thread(monkeypatch, path, images, labels, source, fail=False):
-    """Start ``write_split`` in a thread whose Parquet write is held until released."""
-    release, real_write = threading.Event(), dataset._write_parquet
-
-    def held_write(*args, **kwargs):
-        assert release.wait(30), "the test never released the write"
-        if fail:
-            raise OSError("disk full")
-        return real_write(*args, **kwargs)
-
-    monkeypatch.setattr(dataset, "_write_parquet", held_write)
-    errors = []
-
-    def run():
-        try:
-            write_split(path, images, labels, {"source_sha256": source})
-        except OSError as err:
-            errors.append(err)
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    return release, thread, errors
-
-
-def test_decoded_arrays_are_served_while_the_file_is_written(tmp_path, monkeypatch):
-    images, labels = synthetic_digits(40, seed=5)
-    path, source = tmp_path / "s.parquet", {"images": "aa", "labels": "bb"}
-    release, thread, _ = write_in_thread(monkeypatch, path, images, labels, source)
-    assert dataset.wait_until_decoded(path, source, give_up=threading.Event())
-    assert not path.exists(), "served before the file is written"
-    X, y = load_split(path, source)
-    np.testing.assert_array_equal(X, images.reshape(40, 784).astype(np.float32) / 255)
+def test_convert_reads_the_gz_files_and_names_the_file_it_wrote(tmp_path):
+    images, labels = synthetic_digits(3, seed=7)
+    (tmp_path / "i.gz").write_bytes(gzip.compress(idx_bytes(images)))
+    (tmp_path / "l.gz").write_bytes(gzip.compress(idx_bytes(labels)))
+    dest = tmp_path / "data" / "s.parquet"
+    dest.parent.mkdir()
+    split = convert_idx(tmp_path / "i.gz", tmp_path / "l.gz", dest, {"i": "11", "l": "22"})
+    assert split == {"path": str(dest), "rows": 3, "sha256": sha256_file(dest)}
+    assert is_intact(dest), "sealed, so a cache hit can check it"
+    X, y = read_split(dest)
     np.testing.assert_array_equal(y, labels)
-    with pytest.raises(FileNotFoundError):
-        load_split(path, {"images": "aa", "labels": "other"})  # other source: not these
-    release.set()
-    thread.join()
-    assert load_split(path, source)[0] is X, "after the write: the same arrays, by file"
-    assert load_split(path)[0] is X
+    np.testing.assert_array_equal(X, images.reshape(3, 784).astype(np.float32) / 255)
+    assert read_metadata(dest) == {"source_sha256": {"i": "11", "l": "22"}}
 
 
-def test_waiting_gives_up_when_told_and_a_failed_write_withdraws_the_arrays(tmp_path, monkeypatch):
-    images, labels = synthetic_digits(20, seed=6)
-    path, source = tmp_path / "s.parquet", {"images": "cc", "labels": "dd"}
-    given_up = threading.Event()
-    given_up.set()
-    assert not dataset.wait_until_decoded(path, source, given_up), "nothing decoded yet"
+def test_convert_refuses_a_count_mismatch_naming_both_files(tmp_path):
+    images, labels = synthetic_digits(3, seed=7)
+    (tmp_path / "i.gz").write_bytes(gzip.compress(idx_bytes(images)))
+    (tmp_path / "l.gz").write_bytes(gzip.compress(idx_bytes(labels[:2])))
+    with pytest.raises(IngestError, match=r"^i.gz: 3 images but l.gz has 2 labels$"):
+        convert_idx(tmp_path / "i.gz", tmp_path / "l.gz", tmp_path / "s.parquet", {})
+    assert not (tmp_path / "s.parquet").exists()
 
-    release, thread, errors = write_in_thread(monkeypatch, path, images, labels, source, fail=True)
-    assert dataset.wait_until_decoded(path, source, threading.Event())
-    release.set()
-    thread.join()
-    assert [str(e) for e in errors] == ["disk full"]
-    assert not dataset.wait_until_decoded(path, source, given_up), "withdrawn with the failure"
-    assert not path.exists()
+
+def test_fetch_takes_the_first_mirror_with_a_verified_copy(tmp_path, caplog):
+    good = write_mirror(tmp_path / "good")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    name = FILES["test"][1]
+    (bad / f"{name}.gz").write_bytes(gzip.compress(b"not the labels"))
+    sha = dict(reversed(line.split()) for line in good.read_text().splitlines())[name]
+    dest = tmp_path / "raw" / f"{name}.gz"
+    dest.parent.mkdir()
+    with caplog.at_level(logging.WARNING):
+        used = fetch_from_mirrors(
+            dest.name, sha, (str(bad), str(tmp_path / "good")), dest, logging.getLogger("t")
+        )
+    assert used == str(tmp_path / "good")
+    assert "checksum mismatch" in caplog.text
+    assert is_verified(dest, sha) and not is_verified(dest, hashlib.sha256(b"x").hexdigest())
+
+
+def test_when_every_mirror_fails_nothing_lands_and_each_reason_is_named(tmp_path):
+    dest = tmp_path / "f.gz"
+    with pytest.raises(FetchError, match=r"^f.gz: every mirror failed: .*a/f.gz: no such file"):
+        fetch_from_mirrors("f.gz", "0" * 64, (str(tmp_path / "a"),), dest, logging.getLogger())
+    assert not dest.exists() and not list(tmp_path.glob(".*.tmp"))

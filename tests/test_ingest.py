@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import gzip
 import time
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from core import fetch
 from core.dataset import read_metadata, read_split
+from core.fetch import IngestError, mirror_url
 from core.settings import SettingsError
 from flows.ingest import ingest_flow
-from tasks import ingest
-from tasks.ingest import IngestError, mirror_url
 from tests.support import (
     FILES,
     REAL_MNIST,
@@ -39,20 +38,6 @@ def test_mirror_url_joins_every_kind_of_base(tmp_path):
     assert mirror_url("https://h/x/", "f.gz") == "https://h/x/f.gz"
     assert mirror_url("file:///d/", "f.gz") == "file:///d/f.gz"
     assert mirror_url(str(tmp_path), "f.gz") == str(tmp_path / "f.gz")
-
-
-def test_decompressed_bytes_are_handed_over_once_and_never_stale(tmp_path):
-    gz = tmp_path / "f.gz"
-    gz.write_bytes(gzip.compress(b"first"))
-    ingest._hand_over(gz, b"first")
-    assert ingest._take_decompressed_idx(gz) == b"first"
-    assert not ingest._HANDOVER, "taken once"
-    ingest._hand_over(gz, b"first")
-    replacement = tmp_path / "g.gz"
-    replacement.write_bytes(gzip.compress(b"second, rewritten"))
-    replacement.replace(gz)  # a new file under the same name: a new identity
-    assert ingest._take_decompressed_idx(gz) == b"second, rewritten"
-    ingest._HANDOVER.clear()
 
 
 def test_http_ingest_builds_parquet_then_is_fully_cached(http_mirror, mirror, artifacts):
@@ -200,7 +185,7 @@ def test_every_mirror_stalled_fails_in_one_line_after_every_attempt(
 def test_a_bad_deadline_setting_is_a_one_line_error(monkeypatch, value):
     monkeypatch.setenv("MNIST_DOWNLOAD_MIN_RATE", value)
     with pytest.raises(SettingsError, match=rf"^MNIST_DOWNLOAD_MIN_RATE='{value}': expected"):
-        ingest.download_deadline()
+        fetch.download_deadline()
 
 
 def test_the_default_deadline_meets_the_five_minute_bound():
@@ -208,10 +193,10 @@ def test_the_default_deadline_meets_the_five_minute_bound():
     # attempts on the 3 default mirrors, plus the longest retry delays (jitter 0.5),
     # must leave ingest well inside 5 minutes, start-up included.
     attempts, mirrors, delays = 4, 3, sum(d * 1.5 for d in (2, 5, 15))
-    worst = attempts * mirrors * (ingest.DOWNLOAD_GRACE_SECONDS + ingest._POLL_SECONDS) + delays
+    worst = attempts * mirrors * (fetch.DOWNLOAD_GRACE_SECONDS + fetch._POLL_SECONDS) + delays
     assert worst < 240
     # ...and a healthy mirror at the minimum rate still delivers the largest file.
-    assert ingest.DOWNLOAD_GRACE_SECONDS + 9_912_422 / ingest.DOWNLOAD_MIN_RATE < 240
+    assert fetch.DOWNLOAD_GRACE_SECONDS + 9_912_422 / fetch.DOWNLOAD_MIN_RATE < 240
 
 
 @pytest.mark.parametrize(

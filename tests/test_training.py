@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -15,9 +14,10 @@ import pytest
 
 from cli.main import promotion_line
 from core import dataset, registry
+from core import evaluation as core_evaluation
+from core import training as core_training
+from core.files import is_intact
 from flows.training import training_flow
-from tasks import evaluate as evaluate_task
-from tasks import train as train_task
 from tests.conftest import run_cli
 from tests.support import REAL_MNIST, REPO
 
@@ -70,31 +70,22 @@ def test_trains_persists_promotes_then_is_fully_cached(mirror, artifacts):
     assert third["version"] != first["version"]
 
 
-def test_train_and_evaluate_start_while_their_files_are_still_being_written(
+def test_train_and_evaluate_read_the_finished_file_their_convert_step_names(
     mirror, artifacts, monkeypatch
 ):
-    """Each split's Parquet write is held until the step that reads the split has its
-    data: if a step waited for the file instead, the hold would time out."""
-    loaded = {"train.parquet": threading.Event(), "test.parquet": threading.Event()}
-    held = {}
-    real_write, real_load = dataset._write_parquet, dataset.load_split
+    """Data reaches train and evaluate only as the convert step's record: each reads
+    the Parquet file it names, once the file is written and sealed."""
+    read = {}
 
-    def held_write(dest, *args, **kwargs):
-        held[Path(dest).name] = loaded[Path(dest).name].wait(20)
-        return real_write(dest, *args, **kwargs)
+    def noted_read(path):
+        read[Path(path).name] = is_intact(Path(path))
+        return dataset.read_split(path)
 
-    def noted_load(path, source=None):
-        arrays = real_load(path, source)
-        loaded[Path(path).name].set()
-        return arrays
-
-    monkeypatch.setattr(dataset, "_write_parquet", held_write)
-    monkeypatch.setattr(train_task, "load_split", noted_load)
-    monkeypatch.setattr(evaluate_task, "load_split", noted_load)
-    result = train(artifacts, mirror, epochs=4)
-    assert held == {"train.parquet": True, "test.parquet": True}
+    monkeypatch.setattr(core_training, "read_split", noted_read)
+    monkeypatch.setattr(core_evaluation, "read_split", noted_read)
+    result = train(artifacts, mirror, epochs=2)
+    assert read == {"train.parquet": True, "test.parquet": True}
     assert set(states(result).values()) == {"Completed"}
-    assert result["test_accuracy"] > 0.9, "the same result as from the files"
 
 
 def test_worse_model_is_kept_but_not_promoted(mirror, artifacts):
