@@ -1,37 +1,26 @@
 """The ``mnist-scoring`` flow: CSV files ─► validated rows ─► predictions and rejects.
 
-One task per input file; a plain file bigger than ``chunk_bytes`` is cut into byte ranges,
-one task each, then joined, so that one huge file also spreads over the workers. The
-outputs are the same bytes whichever runner ran the tasks (see ``flows.runners``).
+One task per input file, all submitted at once, so files score in parallel on threads or
+on Dask workers. The outputs are the same bytes whichever runner ran the tasks (see
+``flows.runners``).
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
-from prefect import flow, unmapped
+from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.futures import PrefectFuture
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from core.errors import PipelineError
-from core.scoring.chunks import DEFAULT_CHUNK_BYTES, splittable
+from core.scoring.jobs import plan_jobs
 from core.settings import Settings
 from flows import freeze_heap_once
 from flows.deployments import DEFAULT_SCORING_TIMEOUT, ENV_SCORING_TIMEOUT, run_timeout
-from flows.runners import outcome, run_on_runner, wants_dask_subflow
-from tasks.scoring import (
-    Job,
-    assemble_chunks,
-    discard_chunks,
-    locate_model,
-    plan_jobs,
-    score_chunk,
-    score_csv,
-    split_csv,
-)
+from flows.runners import outcome, rerun_on_dask, wants_dask_subflow
+from tasks.scoring import locate_model, score_csv
 
 
 class ScoringFailed(PipelineError):
@@ -66,7 +55,7 @@ def scoring_flow(
     format: str = "csv",  # noqa: A002 (the public parameter name)
     dask_address: str | None = None,
     dask_local: int | None = None,
-    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    chunk_bytes: int | None = None,  # ignored: files are no longer cut into byte ranges
 ) -> dict[str, Any]:
     """Score CSV files of digits with a saved model (the champion unless ``model`` is given).
 
@@ -74,28 +63,19 @@ def scoring_flow(
     then the run fails (``ScoringFailed``, which carries the summary). Rejected rows alone
     do not fail it: they are counted in the summary artifact.
     ``dask_address`` (an existing cluster) or ``dask_local`` (N local workers) run the tasks
-    on Dask; plain files over ``chunk_bytes`` are scored in ranges of about that size.
+    on Dask. ``chunk_bytes`` is accepted and ignored, so that deployments which set it
+    still start.
     """
     if wants_dask_subflow(dask_address, dask_local):
-        return run_on_runner(
-            scoring_flow, dask_address, dask_local, inputs=inputs, output_dir=output_dir,
-            output=output, model=model, artifacts=artifacts, format=format,
-            chunk_bytes=chunk_bytes,
-        )  # fmt: skip
+        return rerun_on_dask()
     freeze_heap_once()
     settings = Settings.from_env(artifacts=artifacts)
     jobs = plan_jobs(inputs, output, output_dir, format)
     chosen = locate_model(settings.models_dir, model)
-    big = [job for job in jobs if splittable(Path(job.input), chunk_bytes)]
-    # Plans first, so that workers cut the big files while others score the small ones.
-    plans = {job: split_csv.submit(job, chunk_bytes) for job in big}
-    whole = {job: score_csv.submit(job, chosen, format) for job in jobs if job not in plans}
-    ranges = _submit_ranges(plans, chosen, format)
-    results = {job: outcome(future) for job, future in whole.items()}
-    results.update(_join_ranges(ranges, format))
+    futures = [score_csv.submit(job, chosen, format) for job in jobs]
+    results = [outcome(future) for future in futures]
     files = []
-    for job in jobs:
-        result = results[job]
+    for job, result in zip(jobs, results, strict=True):
         if isinstance(result, BaseException):
             files.append({"file": job.input, "error": str(result)})
         else:
@@ -124,49 +104,6 @@ def scoring_flow(
         # Not a Completed run: the UI and automations must see that files were left out.
         raise ScoringFailed(summary)
     return summary
-
-
-def _submit_ranges(
-    plans: dict[Job, PrefectFuture], model: dict[str, Any], fmt: str
-) -> dict[Job, Any]:
-    """Submit a task per byte range of each planned file: (chunks, futures), or the
-    exception that planning failed with."""
-    ranges: dict[Job, Any] = {}
-    for job, plan in plans.items():
-        chunks = outcome(plan)
-        if isinstance(chunks, BaseException):
-            ranges[job] = chunks
-        else:
-            ranges[job] = (
-                chunks,
-                score_chunk.map(chunks, model=unmapped(model), fmt=unmapped(fmt)),
-            )
-    return ranges
-
-
-def _join_ranges(ranges: dict[Job, Any], fmt: str) -> dict[Job, Any]:
-    """Join each file's parts once all its ranges are scored: its summary, or the first
-    exception (a failed file keeps no parts)."""
-    results: dict[Job, Any] = {}
-    joined = {}
-    for job, submitted in ranges.items():
-        if isinstance(submitted, BaseException):
-            results[job] = submitted
-            continue
-        chunks, futures = submitted
-        token = chunks[0].token
-        parts = [outcome(f) for f in futures]
-        failed = [p for p in parts if isinstance(p, BaseException)]
-        if failed:
-            results[job] = failed[0]  # the first range to fail, as a whole-file read would
-            outcome(discard_chunks.submit(job, token))
-        else:
-            joined[job] = (token, assemble_chunks.submit(job, token, parts, fmt))
-    for job, (token, future) in joined.items():
-        results[job] = outcome(future)
-        if isinstance(results[job], BaseException):
-            outcome(discard_chunks.submit(job, token))
-    return results
 
 
 def _table_row(summary: dict[str, Any]) -> dict[str, Any]:

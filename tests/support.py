@@ -196,3 +196,37 @@ def stop_process_group(proc: subprocess.Popen, timeout: float = 20) -> None:
         proc.wait(timeout=timeout)
     except ProcessLookupError:
         pass
+
+
+# ----------------------------------------------------------------------------- pixel CSV rows
+# Shared by the scoring tests: Kaggle-style headers, MNIST-like rows and a quick exact model.
+
+PIXELS = [f"pixel{j}" for j in range(784)]
+TEST_HEADER = ",".join(PIXELS)
+TRAIN_HEADER = "label," + TEST_HEADER
+_LINEAR = [
+    (
+        np.random.default_rng(0).normal(size=(10, 784)).astype(np.float32),
+        np.zeros(10, np.float32),
+    )
+]
+
+
+def image(seed: int) -> list[int]:
+    """784 pixel values: mostly zeros, some 1-255, like MNIST."""
+    rng = np.random.default_rng(seed)
+    px = rng.integers(0, 256, 784)
+    px[rng.random(784) < 0.8] = 0
+    return px.tolist()
+
+
+def line(values: list[object]) -> str:
+    """One CSV row of ``values``."""
+    return ",".join(str(v) for v in values)
+
+
+def linear_softmax(pixels: np.ndarray) -> np.ndarray:
+    """The scorer's real model code with one fixed random linear layer: quick and exact."""
+    from model.predict import predict_proba_pixels
+
+    return predict_proba_pixels(_LINEAR, pixels)

@@ -1,4 +1,4 @@
-"""Scale-out: byte ranges of one file, task runners, and scoring on a real Dask cluster.
+"""Scale-out: task runners, and scoring on a real Dask cluster (one task per file).
 
 The end-to-end tests start a ``distributed.LocalCluster`` of two worker processes on
 127.0.0.1 and run the ``mnist-scoring`` flow on it through prefect-dask, against the
@@ -19,10 +19,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from core.scoring.chunks import part_paths, plan_ranges, remove_parts, splittable
-from core.scoring.csv_input import PixelCsvReader
-from core.scoring.score_file import DEFAULT_CHUNK_ROWS, assemble_parts, score_file, score_part
-from tests.test_score import image, line, linear_softmax
+from core.scoring.score_file import DEFAULT_CHUNK_ROWS
 
 HEADER = ",".join(f"pixel{j}" for j in range(784))
 
@@ -46,136 +43,6 @@ def digits_csv(path: Path, n: int, seed: int, labels: bool = True, bad: tuple[in
             row = rows[k % unique]
             f.write((row[: row.rindex(",")] + ",300" if k in bad else row) + "\n")
     return path
-
-
-def ranges_then_join(src: Path, out: Path, rejects: Path, chunk_bytes: int, **kw):
-    """Score ``src`` range by range, as the flow's tasks do, and join the parts."""
-    with PixelCsvReader(src) as reader:
-        start = reader.data_start
-    parts = []
-    for r in plan_ranges(src, start, chunk_bytes, kw.get("chunk_rows", DEFAULT_CHUNK_ROWS)):
-        part_out, part_rejects = part_paths(out, rejects, "t0k3n", r.index)
-        parts.append(
-            score_part(
-                src,
-                part_out,
-                part_rejects,
-                linear_softmax,
-                index=r.index,
-                byte_range=(r.start, r.stop),
-                first_row=r.first_row,
-                **kw,
-            )
-        )
-    summary = assemble_parts(src, out, rejects, parts, fmt=kw.get("fmt", "csv"))
-    remove_parts(out, rejects, "t0k3n")
-    return summary, parts
-
-
-def same_summary(a, b) -> bool:
-    drop = {"output", "rejects", "seconds"}
-    return {k: v for k, v in a.to_dict().items() if k not in drop} == {
-        k: v for k, v in b.to_dict().items() if k not in drop
-    }
-
-
-# ----------------------------------------------------------------------------- byte ranges
-
-
-def test_ranges_cover_the_data_once_on_line_boundaries(tmp_path):
-    src = tmp_path / "in.csv"
-    src.write_bytes(b"h1,h2\n" + b"".join(b"%d,%d\n" % (i, i * 7) for i in range(1000)) + b"9,9")
-    data = src.read_bytes()
-    ranges = plan_ranges(src, 6, chunk_bytes=500, align_rows=4)
-    assert ranges[0].start == 6 and ranges[-1].stop == len(data)
-    rows = 0
-    for a, b in zip(ranges, ranges[1:], strict=False):
-        assert a.stop == b.start and data[a.stop - 1 : a.stop] == b"\n"
-        assert a.stop - a.start >= 500
-        rows += data[a.start : a.stop].count(b"\n")
-        assert b.first_row == rows and rows % 4 == 0
-    assert [r.index for r in ranges] == list(range(len(ranges)))
-    assert plan_ranges(src, 6, chunk_bytes=10**9) == [type(ranges[0])(0, 6, len(data), 0)]
-
-
-@pytest.mark.parametrize("fmt", ["csv", "parquet"])
-@pytest.mark.parametrize(
-    ("header", "labels", "bom", "end"),
-    [(True, True, False, "\n"), (False, False, True, "\r\n"), (True, False, False, "\r\n")],
-)
-def test_joined_ranges_are_byte_for_byte_one_pass(tmp_path, fmt, header, labels, bom, end):
-    lines = [("label," if labels else "") + HEADER] if header else []
-    for i in range(150):
-        px = image(i)
-        if i % 9 == 4:
-            px[7] = 256  # rejected, with its line number
-        lines.append("" if i % 31 == 5 else line(([i % 10] if labels else []) + px))
-    src = tmp_path / "in.csv"
-    src.write_bytes((b"\xef\xbb\xbf" if bom else b"") + (end.join(lines) + end).encode())
-    ext = "csv" if fmt == "csv" else "parquet"
-    one = score_file(
-        src,
-        tmp_path / f"one.{ext}",
-        tmp_path / "one.rejects.csv",
-        linear_softmax,
-        fmt=fmt,
-        chunk_rows=8,
-    )
-    for chunk_bytes in (1, 20_000):
-        joined, parts = ranges_then_join(
-            src,
-            tmp_path / f"two.{ext}",
-            tmp_path / "two.rejects.csv",
-            chunk_bytes,
-            fmt=fmt,
-            chunk_rows=8,
-        )
-        assert len(parts) > 1
-        assert (tmp_path / f"two.{ext}").read_bytes() == (tmp_path / f"one.{ext}").read_bytes()
-        assert (tmp_path / "two.rejects.csv").read_bytes() == (
-            tmp_path / "one.rejects.csv"
-        ).read_bytes()
-        assert same_summary(one, joined)
-        assert sorted(p.name for p in tmp_path.iterdir() if "t0k3n" in p.name) == []
-
-
-def test_a_range_scored_twice_replaces_its_parts(tmp_path):
-    src = digits_csv(tmp_path / "in.csv", 40, seed=1, bad=(3, 30))
-    out, rejects = tmp_path / "p.csv", tmp_path / "p.rejects.csv"
-    with PixelCsvReader(src) as reader:
-        ranges = plan_ranges(src, reader.data_start, 1, align_rows=16)
-    parts = []
-    for r in ranges:
-        paths = part_paths(out, rejects, "tok", r.index)
-        for _ in range(2):  # a retry after a lost worker scores the range again
-            part = score_part(
-                src,
-                *paths,
-                linear_softmax,
-                index=r.index,
-                byte_range=(r.start, r.stop),
-                first_row=r.first_row,
-                chunk_rows=16,
-            )
-        parts.append(part)
-    (tmp_path / f"..{out.name}.tok-part00001.abc.tmp").write_text("left by a killed writer")
-    summary = assemble_parts(src, out, rejects, parts)
-    assert remove_parts(out, rejects, "tok") == len(ranges) + 2 + 1  # 2 rejects parts + a tmp
-    ids = [int(r["ImageId"]) for r in csv.DictReader(open(out))]
-    bad = [int(r["ImageId"]) for r in csv.DictReader(open(rejects))]
-    assert sorted(ids + bad) == list(range(1, 41)) and bad == [4, 31]
-    assert summary.rows == 40 and summary.rejected == 2
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv", "p.csv", "p.rejects.csv"]
-
-
-def test_gzip_and_small_files_are_not_split(tmp_path):
-    src = digits_csv(tmp_path / "in.csv", 50, seed=2)
-    gz = tmp_path / "in.csv.gz"
-    gz.write_bytes(gzip.compress(src.read_bytes()))
-    assert splittable(src, 1000) and not splittable(src, 10**9)
-    assert not splittable(gz, 10) and not splittable(tmp_path / "missing.csv", 10)
-    with pytest.raises(ValueError, match="uncompressed"):
-        PixelCsvReader(gz, byte_range=(0, 10))
 
 
 def test_runner_choice(monkeypatch):
@@ -238,7 +105,8 @@ def cluster(prefect_api):
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
-    """Several small files (one with rejects, one gzipped) and one big file to split."""
+    """Several small files (one with rejects, one gzipped) and one big file of several
+    chunks, with rejects at chunk edges."""
     folder = tmp_path_factory.mktemp("inputs")
     for k in range(5):
         digits_csv(
@@ -273,60 +141,43 @@ def tree(folder: Path) -> dict[str, bytes]:
 
 @pytest.fixture(scope="module")
 def local_run(trained, inputs, tmp_path_factory):
-    """The reference: the default thread runner, the big file scored in one pass."""
+    """The reference: the default thread runner."""
     out = tmp_path_factory.mktemp("local")
-    result = score(inputs, out, trained, chunk_bytes=10**12)
+    result = score(inputs, out, trained)
     return result, tree(out)
 
 
 @pytest.mark.e2e
 def test_dask_outputs_equal_the_local_runner(trained, inputs, cluster, local_run, tmp_path):
     local_result, expected = local_run
-    big = inputs / "big.csv"
-    chunk_bytes = big.stat().st_size // 5  # cuts at every 8192 rows: 4 ranges and the tail
     # The way a deployment asks for Dask: a parameter; the flow reruns itself on Dask.
-    result = score(
-        inputs,
-        tmp_path,
-        trained,
-        dask_address=cluster[0].scheduler_address,
-        chunk_bytes=chunk_bytes,
-    )
-    assert tree(tmp_path) == expected  # byte for byte; no part files left
+    result = score(inputs, tmp_path, trained, dask_address=cluster[0].scheduler_address)
+    assert tree(tmp_path) == expected  # byte for byte; no temp files left
     assert "big.rejects.csv" in expected and len(expected) == 7 + 2
     for key in ("rows", "scored", "rejected", "failed_files", "model"):
         assert result[key] == local_result[key]
     by_file = {Path(f["file"]).name: f for f in result["files"]}
     assert by_file["big.csv"]["rows"] == 4 * DEFAULT_CHUNK_ROWS + 123
     assert by_file["big.csv"]["rejected"] == 4
-    # The big file really went through ranges (the Prefect API saw those tasks).
-    tasks = _task_names()
-    assert tasks["split_csv"] == tasks["assemble_chunks"] == 1 and tasks["score_chunk"] == 5
-    assert tasks["score_csv"] == 6
+    # One task per file, each file whole (the Prefect API saw those tasks).
+    assert _task_names() == Counter({"locate_model": 1, "score_csv": 7})
 
 
 @pytest.mark.e2e
-def test_parquet_on_dask_equals_one_pass(trained, inputs, cluster, tmp_path):
+def test_parquet_on_dask_equals_the_thread_runner(trained, inputs, cluster, tmp_path):
     from flows.scoring import scoring_flow
 
     big = str(inputs / "big.csv")
-    scoring_flow(
-        inputs=[big],
-        output=str(tmp_path / "one.parquet"),
-        format="parquet",
-        artifacts=str(trained),
-        chunk_bytes=10**12,
-    )
-    scoring_flow(
-        inputs=[big],
-        output=str(tmp_path / "ranges.parquet"),
-        format="parquet",
-        artifacts=str(trained),
-        chunk_bytes=1,
-        dask_address=cluster[0].scheduler_address,
-    )
-    assert (tmp_path / "ranges.parquet").read_bytes() == (tmp_path / "one.parquet").read_bytes()
-    assert pq.read_metadata(tmp_path / "ranges.parquet").num_rows == 4 * DEFAULT_CHUNK_ROWS + 119
+    for name, dask in (("threads", None), ("dask", cluster[0].scheduler_address)):
+        scoring_flow(
+            inputs=[big],
+            output=str(tmp_path / f"{name}.parquet"),
+            format="parquet",
+            artifacts=str(trained),
+            dask_address=dask,
+        )
+    assert (tmp_path / "dask.parquet").read_bytes() == (tmp_path / "threads.parquet").read_bytes()
+    assert pq.read_metadata(tmp_path / "dask.parquet").num_rows == 4 * DEFAULT_CHUNK_ROWS + 119
 
 
 @pytest.mark.e2e
@@ -337,27 +188,24 @@ def test_worker_killed_mid_task_run_completes_exactly_once(
     _, expected = local_run
     killed: list[int] = []
 
-    def kill_a_worker_mid_range() -> None:
+    def kill_a_worker_mid_file() -> None:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not killed:
             for address, running in client.run(_executing).items():
-                # A range task that started a moment ago is far from done: kill its worker.
-                if any(k.startswith("score_chunk") and 0.05 < age < 0.15 for k, age in running):
+                # The big file's task, started a moment ago, is far from done: kill its worker.
+                if any(k.startswith("score_csv") and 0.05 < age < 0.15 for k, age in running):
                     pid = client.run(os.getpid, workers=[address])[address]
                     os.kill(pid, signal.SIGKILL)
                     killed.append(pid)
                     return
             time.sleep(0.01)
 
-    killer = threading.Thread(target=kill_a_worker_mid_range, daemon=True)
+    killer = threading.Thread(target=kill_a_worker_mid_file, daemon=True)
     killer.start()
-    chunk_bytes = (inputs / "big.csv").stat().st_size // 5
-    result = score(
-        inputs, tmp_path, trained, dask_address=local.scheduler_address, chunk_bytes=chunk_bytes
-    )
+    result = score(inputs, tmp_path, trained, dask_address=local.scheduler_address)
     killer.join()
-    assert killed, "no range task was caught running"
-    assert tree(tmp_path) == expected  # no duplicate, no missing row; parts cleaned up
+    assert killed, "no scoring task was caught running"
+    assert tree(tmp_path) == expected  # no duplicate, no missing row, no temp file
     ids = [int(r["ImageId"]) for r in csv.DictReader(open(tmp_path / "big.predictions.csv"))]
     ids += [int(r["ImageId"]) for r in csv.DictReader(open(tmp_path / "big.rejects.csv"))]
     assert sorted(ids) == list(range(1, 4 * DEFAULT_CHUNK_ROWS + 124))

@@ -1,4 +1,4 @@
-"""Tests for core.scoring.score_file.score_file: input flavours, rejects, file errors, atomicity."""
+"""core.scoring.score_file.score_file: input flavours, rejects, file errors, atomicity."""
 
 from __future__ import annotations
 
@@ -18,36 +18,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.scoring.chunks import part_paths, plan_ranges
-from core.scoring.csv_input import PixelCsvReader
-from core.scoring.score_file import (
-    InputFileError,
-    ScoreSummary,
-    assemble_parts,
-    score_file,
-    score_part,
-)
+from core.scoring.reader import PixelCsvReader
+from core.scoring.score_file import InputFileError, ScoreSummary, score_file
 from model.config import ModelConfig
 from model.network import init_params
 from model.predict import predict_proba_pixels
-
-PIXELS = [f"pixel{j}" for j in range(784)]
-TEST_HEADER = ",".join(PIXELS)
-TRAIN_HEADER = "label," + TEST_HEADER
+from tests.support import PIXELS, TEST_HEADER, TRAIN_HEADER, image, line, linear_softmax
 
 # ----------------------------------------------------------------------------- helpers
-
-_LINEAR = [
-    (
-        np.random.default_rng(0).normal(size=(10, 784)).astype(np.float32),
-        np.zeros(10, np.float32),
-    )
-]
-
-
-def linear_softmax(pixels: np.ndarray) -> np.ndarray:
-    """The scorer's real model code with one fixed random linear layer: quick and exact."""
-    return predict_proba_pixels(_LINEAR, pixels)
 
 
 def echo_pixel0(pixels: np.ndarray) -> np.ndarray:
@@ -56,18 +34,6 @@ def echo_pixel0(pixels: np.ndarray) -> np.ndarray:
     proba = np.full((len(pixels), 10), 0.01, np.float32)
     proba[np.arange(len(pixels)), digit] = 0.91
     return proba
-
-
-def image(seed: int) -> list[int]:
-    """784 pixel values: mostly zeros, some 1-255, like MNIST."""
-    rng = np.random.default_rng(seed)
-    px = rng.integers(0, 256, 784)
-    px[rng.random(784) < 0.8] = 0
-    return px.tolist()
-
-
-def line(values: list[object]) -> str:
-    return ",".join(str(v) for v in values)
 
 
 def write(path: Path, lines: list[str], end: str = "\n") -> Path:
@@ -373,15 +339,6 @@ def test_a_file_at_the_rejects_path_that_is_not_ours_is_left_alone(tmp_path, con
     src = write(tmp_path / "in.csv", [TEST_HEADER, line(image(0))])
     assert run(tmp_path, src).rejects is None
     assert (tmp_path / "rejects.csv").read_bytes() == content
-    with open(src, "rb") as f:
-        start = len(f.readline())
-    part_out, part_rej = part_paths(tmp_path / "o.csv", tmp_path / "rejects.csv", "t", 0)
-    part = score_part(
-        src, part_out, part_rej, linear_softmax, index=0,
-        byte_range=(start, src.stat().st_size), first_row=0,
-    )  # fmt: skip
-    assemble_parts(src, tmp_path / "o.csv", tmp_path / "rejects.csv", [part])
-    assert (tmp_path / "rejects.csv").read_bytes() == content
 
 
 @pytest.mark.parametrize(
@@ -450,18 +407,14 @@ def test_skipping_a_long_line_holds_none_of_it(tmp_path):
     assert peak < 8 << 20  # a few 1 MiB blocks, not the 40 MiB line
 
 
-def test_a_long_line_in_a_gzip_file_or_a_byte_range(tmp_path):
+def test_a_long_line_in_a_gzip_file(tmp_path):
     src = _long_line_file(tmp_path / "in.csv", 6, [3], 2 << 20)
     gz = tmp_path / "in.csv.gz"
     gz.write_bytes(gzip.compress(src.read_bytes()))
     assert run(tmp_path, gz).rejected == 1
-    whole = (tmp_path / "rejects.csv").read_bytes()
-    with PixelCsvReader(src) as reader:
-        start = reader.data_start
-    with PixelCsvReader(src, byte_range=(start, src.stat().st_size)) as reader:
-        rejects = [r for chunk in reader.chunks() for r in chunk.rejects]
-    assert rejects == [(3, "line is 2097152 bytes long; the limit is 1048576 (1 MiB)")]
-    assert whole.endswith(b"4,5,line is 2097152 bytes long; the limit is 1048576 (1 MiB)\n")
+    assert (tmp_path / "rejects.csv").read_bytes() == (
+        b"ImageId,Line,Reason\n4,5,line is 2097152 bytes long; the limit is 1048576 (1 MiB)\n"
+    )
 
 
 # ----------------------------------------------------------------------------- bad files
@@ -745,23 +698,6 @@ def test_one_image_anywhere_gets_one_label_and_confidence(tmp_path):
         s = score_file(src, out, tmp_path / "rej.csv", mlp, chunk_rows=chunk_rows, workers=workers)
         assert (s.scored, s.rejected) == (20_000, 0)
         pairs |= written_pairs(out)
-    # Byte ranges that do not hold whole chunks, so rows sit at other places in a batch.
-    with open(src, "rb") as f:
-        data_start = len(f.readline())
-    ranges = plan_ranges(src, data_start, chunk_bytes=3_000_000, align_rows=1)
-    assert len(ranges) > 3
-    out, rej = tmp_path / "ranged.csv", tmp_path / "ranged.rejects.csv"
-    parts = []
-    for r in ranges:
-        part_out, part_rej = part_paths(out, rej, "t", r.index)
-        parts.append(
-            score_part(
-                src, part_out, part_rej, mlp, index=r.index, byte_range=(r.start, r.stop),
-                first_row=r.first_row, chunk_rows=1000,
-            )
-        )  # fmt: skip
-    assert assemble_parts(src, out, rej, parts).scored == 20_000
-    pairs |= written_pairs(out)
     # And alone, as a one-row file.
     alone = write(tmp_path / "alone.csv", [TEST_HEADER, "7," + line(image(0)[1:])])
     score_file(alone, tmp_path / "alone.out.csv", tmp_path / "rej.csv", mlp)

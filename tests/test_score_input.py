@@ -1,4 +1,5 @@
-"""core.scoring.csv_input: layout detection, and the fast scan against the careful parser."""
+"""The CSV reader without Prefect: layout detection, the careful parser, and the fast scan
+against the careful parser."""
 
 from __future__ import annotations
 
@@ -9,14 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.scoring.csv_input import (
-    InputFileError,
-    Layout,
-    PixelCsvReader,
-    careful_row,
-    layout_from_first_line,
-)
-from tests.test_score import PIXELS, TEST_HEADER, TRAIN_HEADER, image, line
+from core.scoring.careful import careful_chunk, careful_row
+from core.scoring.layout import InputFileError, Layout, layout_from_first_line
+from core.scoring.reader import PixelCsvReader
+from tests.support import PIXELS, TEST_HEADER, TRAIN_HEADER, image, line
 
 # ----------------------------------------------------------------------------- layout
 
@@ -114,6 +111,8 @@ _TOKENS = [
     '"',
     'a"b',
     "\t7",
+    "0x1",
+    " 0X1f",
 ]
 _EXTRA_TOKENS = ["", "id7", "a b", '"q,1"', '"say ""hi"""', "5", "\r", '"', "é", "x\x00y"]
 
@@ -140,7 +139,8 @@ def _mutated_row(rng: np.random.Generator, order: np.ndarray, label: bool, n_ext
 
 def _read_all(path: Path, chunk_rows: int, fast: bool) -> tuple:
     with PixelCsvReader(path, chunk_rows=chunk_rows, workers=2) as r:
-        r.fast = fast
+        if not fast:
+            r.parse = careful_chunk
         ids, pixels, labels, extras, rejects = [], [], [], [], []
         for c in r.chunks():
             ids += (c.first_row + c.ok_rows).tolist()
@@ -182,12 +182,12 @@ def test_fast_scan_agrees_with_careful_parser(
 
 
 def test_fast_scan_accepts_real_looking_rows_without_the_careful_path(tmp_path, monkeypatch):
-    import core.scoring.csv_input as ci
+    import core.scoring.fast_scan as fast_scan
 
     def boom(*a):
         raise AssertionError("careful path used on a clean file")
 
-    monkeypatch.setattr(ci, "careful_row", boom)
+    monkeypatch.setattr(fast_scan, "careful_row", boom)
     path = tmp_path / "in.csv"
     images = [image(i) for i in range(20)]
     path.write_text(

@@ -203,7 +203,7 @@ def test_output_equal_to_the_input_exits_2(trained, tmp_path):
 
 
 def test_plan_jobs_sees_through_symlinks_and_hard_links(tmp_path):
-    from tasks.scoring import ScoringUsageError, plan_jobs
+    from core.scoring.jobs import ScoringUsageError, plan_jobs
 
     kaggle_csv(tmp_path / "a.csv", 2, seed=1)
     (tmp_path / "out").mkdir()
