@@ -48,9 +48,9 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 def publish_model(models_dir: Path) -> None:
     """A fresh 784-10-10 network as the champion (scoring speed does not depend on weights)."""
+    from core import registry
     from model.config import ModelConfig
     from model.network import init_params
-    from tasks import registry
 
     config = ModelConfig()
     bundle = {
@@ -67,9 +67,9 @@ def direct_loop(files: list[Path], out: Path, models: Path) -> tuple[float, floa
     """score_file over every file in turn: (wall, CPU seconds of this process)."""
     import functools
 
+    from core import registry
     from core.scoring.score_file import score_file
     from model.predict import predict_proba_pixels
-    from tasks import registry
 
     start, cpu0 = time.perf_counter(), time.process_time()
     loaded = registry.load(models)
@@ -284,11 +284,11 @@ def big(files: list[Path], tmp: Path, artifacts: Path, address: str, args) -> No
     """One file of all the rows: a single score_file pass vs ranges on the cluster."""
     import functools
 
+    from core import registry
     from core.scoring.score_file import score_file
     from flows.runners import run_on_runner
     from flows.scoring import scoring_flow
     from model.predict import predict_proba_pixels
-    from tasks import registry
 
     src = tmp / "in" / "big.csv"
     with open(src, "wb") as out:

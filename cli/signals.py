@@ -130,7 +130,7 @@ def remove_own_temporaries() -> None:
     """Remove this process's temporary files (``.NAME.HOST-PID.RANDOM.tmp``) from every
     folder it has written into; the files being written there are never renamed into
     place, so the final names keep their previous content or stay absent."""
-    from tasks import files
+    from core import files
 
     pid = os.getpid()
     ours = re.compile(rf"\..+\.{re.escape(socket.gethostname())}-{pid}\.[0-9a-f]{{8}}\.tmp")

@@ -334,7 +334,7 @@ def test_stack_serves_overlapping_training_runs_one_at_a_time_and_stops_cleanly(
         assert "AwaitingConcurrencySlot" in [name for h in histories for name, _ in h]
         first, second = sorted(histories, key=lambda h: started(h))
         assert started(second) >= dict(first)["Completed"], histories  # no overlap
-        from tasks import registry
+        from core import registry
 
         assert len(versions(artifacts)) == 2
         registry.load(artifacts / "models")  # the champion is intact: its SHA-256 checks out
