@@ -145,7 +145,7 @@ def _score_parser(command: argparse.ArgumentParser) -> None:
         ),
         "format": Option("--format", "the predictions file's format (default csv)",
                          choices=FORMATS),
-    }, internal=("chunk_bytes",))  # fmt: skip
+    })  # fmt: skip
     command.set_defaults(handler=_score)
 
 

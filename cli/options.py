@@ -4,8 +4,7 @@ The flow function says each parameter's name (the option's ``dest``), its defaul
 type; this module adds what only a command line needs: the flag, its help and metavar,
 and a parser where the annotation is not enough (``N|full``, ``128,64``). A flow
 parameter with no ``Option`` is a programming error that ``add_flow_options`` names, so
-a new parameter cannot be forgotten here; a flow that keeps a parameter off the command
-line says so with ``internal``.
+a new parameter cannot be forgotten here.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ import argparse
 import inspect
 import types
 import typing
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -135,19 +134,15 @@ def add_flow_options(
     parser: argparse.ArgumentParser,
     flow: Any,
     options: Mapping[str, Option],
-    internal: Iterable[str] = (),
 ) -> None:
     """Add one argument per parameter of ``flow`` (a Prefect flow), in signature order.
 
-    Each takes its Option from ``options``, else from ``COMMON``; parameters named in
-    ``internal`` stay off the command line (they keep the flow's default).
+    Each takes its Option from ``options``, else from ``COMMON``.
     """
     hints = typing.get_type_hints(flow.fn)
     groups: dict[tuple[str, ...], Any] = {}
     signature = inspect.signature(flow.fn).parameters
     for name in signature:
-        if name in internal:
-            continue
         members, required = next(((m, r) for m, r in EXCLUSIVE if name in m), ((name,), False))
         if members in groups:
             continue  # added with the group's first member
