@@ -19,8 +19,6 @@ from typing import Any
 
 from core.errors import PipelineError
 
-# Either name turns heartbeats on explicitly (the second is Prefect's legacy alias).
-HEARTBEAT_VARIABLES = ("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "PREFECT_RUNNER_HEARTBEAT_FREQUENCY")
 # Either name sets the server's database (the second is Prefect's legacy alias).
 DATABASE_VARIABLES = (
     "PREFECT_SERVER_DATABASE_CONNECTION_URL",
@@ -40,17 +38,15 @@ def embedded_database_url(artifacts: Path) -> str:
 @contextmanager
 def in_process_backend(artifacts: Path | None = None) -> Iterator[None]:
     """Run the enclosed flows against the configured Prefect API, or else on Prefect's
-    embedded server, with its database under ``artifacts`` (when given), without
-    heartbeats, and stopped only once it has recorded every task run.
+    embedded server, with its database under ``artifacts`` (when given), stopped only once
+    it has recorded every task run.
 
-    Heartbeats let a server mark a run whose process died as crashed. The embedded server
-    lives and dies with this process, so nothing could ever read them; yet each flow run
-    waits up to a second at its end for the heartbeat thread to wake from its sleep, which
-    made up most of Prefect's ~1.1 s per-flow cost. Against a real server, or when the
-    user sets a heartbeat frequency, Prefect's behaviour is unchanged.
+    Flow-run heartbeats stay as Prefect sets them. Turning them off on the embedded server
+    (nothing reads them there) saved at most the ~1 s a flow waits for the heartbeat thread
+    to wake; measured end to end it did not earn 10% (benchmarks/README.md, "CLI
+    plumbing": warm ``train``, on/off median ratio 0.96 over 7 rounds), so it went.
     """
     from prefect.settings import (
-        PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
         PREFECT_SERVER_DATABASE_CONNECTION_URL,
         get_current_settings,
         temporary_settings,
@@ -62,8 +58,6 @@ def in_process_backend(artifacts: Path | None = None) -> Iterator[None]:
         yield
         return
     updates = {}
-    if not any(os.environ.get(v) for v in HEARTBEAT_VARIABLES):
-        updates[PREFECT_FLOWS_HEARTBEAT_FREQUENCY] = None
     if artifacts is not None and not _database_configured(settings):
         (Path(artifacts) / ".prefect").mkdir(parents=True, exist_ok=True)
         updates[PREFECT_SERVER_DATABASE_CONNECTION_URL] = embedded_database_url(artifacts)

@@ -1,5 +1,5 @@
 """The CLI's Prefect backend: the user's profile, else the embedded server (its database
-under the artifacts root, no heartbeats, stopped only once it has recorded every run)."""
+under the artifacts root, stopped only once it has recorded every run)."""
 
 from __future__ import annotations
 
@@ -13,42 +13,10 @@ from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_se
 
 from cli.backend import (
     DATABASE_VARIABLES,
-    HEARTBEAT_VARIABLES,
     embedded_database_url,
     in_process_backend,
 )
 from tests.support import REPO
-
-
-def _heartbeat_inside() -> int | None:
-    with in_process_backend():
-        return get_current_settings().flows.heartbeat_frequency
-
-
-@pytest.fixture
-def no_heartbeat_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for variable in HEARTBEAT_VARIABLES:
-        monkeypatch.delenv(variable, raising=False)
-
-
-def test_embedded_server_runs_flows_without_heartbeats(no_heartbeat_env: None) -> None:
-    with temporary_settings(updates={PREFECT_API_URL: None}):
-        default = get_current_settings().flows.heartbeat_frequency
-        assert default is not None  # Prefect's own default turns them on
-        assert _heartbeat_inside() is None
-        assert get_current_settings().flows.heartbeat_frequency == default  # restored
-
-
-def test_a_real_server_keeps_heartbeats(no_heartbeat_env: None, prefect_api: str) -> None:
-    with temporary_settings(updates={PREFECT_API_URL: prefect_api}):
-        assert _heartbeat_inside() == get_current_settings().flows.heartbeat_frequency
-        assert _heartbeat_inside() is not None
-
-
-def test_a_users_heartbeat_setting_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "60")
-    with temporary_settings(updates={PREFECT_API_URL: None}):
-        assert _heartbeat_inside() is not None
 
 
 def test_the_heap_is_frozen_once_per_process():
