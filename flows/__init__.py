@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 from typing import Any
 from uuid import UUID
 
@@ -20,26 +19,6 @@ _RUN_SECONDS: dict[UUID, float] = {}
 def _record_seconds(task: Task, task_run: Any, state: Any) -> None:
     if task_run.total_run_time is not None:
         _RUN_SECONDS[task_run.id] = task_run.total_run_time.total_seconds()
-
-
-def freeze_heap_once() -> None:
-    """Move every object alive now out of reach of Python's cyclic garbage collector,
-    the first time a flow starts in this process.
-
-    By then the process holds ~300,000 long-lived objects (Prefect, its client, imported
-    modules), and a full collection walked them all with the GIL held: ~0.2 s in which
-    training and every other thread stood still, once or twice per cold training run.
-    Frozen objects are still freed when their reference counts drop; only reference
-    cycles already among them are never collected, hence once per process (the CLI, and
-    serve and workers, run each flow in a process of its own).
-    """
-    global _heap_frozen
-    if not _heap_frozen:
-        _heap_frozen = True
-        gc.freeze()
-
-
-_heap_frozen = False
 
 
 def submit_cached(

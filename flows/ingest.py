@@ -9,7 +9,7 @@ from prefect import flow
 from prefect.futures import PrefectFuture
 
 from core.settings import Settings
-from flows import freeze_heap_once, report, results_in_order, submit_cached
+from flows import report, results_in_order, submit_cached
 from tasks import ingest
 
 SPLITS = {"train": "train", "test": "t10k"}
@@ -76,7 +76,6 @@ def ingest_flow(
     force: bool = False,
 ) -> dict[str, Any]:
     """Download MNIST, verify it, and normalize it to Parquet under the artifacts root."""
-    freeze_heap_once()
     settings = Settings.from_env(artifacts=artifacts, mirror=mirror, checksums_file=checksums_file)
     futures = submit_ingestion(settings, force)
     steps = report(futures)

@@ -17,7 +17,6 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from core.errors import PipelineError
 from core.scoring.jobs import plan_jobs
 from core.settings import Settings
-from flows import freeze_heap_once
 from flows.deployments import DEFAULT_SCORING_TIMEOUT, ENV_SCORING_TIMEOUT, run_timeout
 from flows.runners import outcome, rerun_on_dask, wants_dask_subflow
 from tasks.scoring import locate_model, score_csv
@@ -68,7 +67,6 @@ def scoring_flow(
     """
     if wants_dask_subflow(dask_address, dask_local):
         return rerun_on_dask()
-    freeze_heap_once()
     settings = Settings.from_env(artifacts=artifacts)
     jobs = plan_jobs(inputs, output, output_dir, format)
     chosen = locate_model(settings.models_dir, model)

@@ -23,7 +23,7 @@ from core import registry
 from core.evaluation import evaluation_outputs
 from core.settings import Settings
 from core.training import FIT_FILE, fingerprint, resolve_config
-from flows import freeze_heap_once, report, results_in_order, submit_cached
+from flows import report, results_in_order, submit_cached
 from flows.ingest import submit_ingestion
 from flows.runners import fill_seconds, outcome, rerun_on_dask, wants_dask_subflow
 from flows.training import submit_publication
@@ -79,7 +79,6 @@ def sweep_flow(
     accuracy. Axes left None take the preset's value; batch_size=0 means full batch."""
     if wants_dask_subflow(dask_address, dask_local):
         return rerun_on_dask()
-    freeze_heap_once()
     settings = Settings.from_env(artifacts=artifacts, mirror=mirror, checksums_file=checksums_file)
     configs = grid_configs(
         preset, hidden, learning_rates, seeds, epochs=epochs, batch_size=batch_size

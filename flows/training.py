@@ -11,7 +11,7 @@ from core import registry
 from core.evaluation import evaluation_outputs
 from core.settings import Settings
 from core.training import FIT_FILE, fingerprint, resolve_config
-from flows import freeze_heap_once, report, results_in_order, submit_cached
+from flows import report, results_in_order, submit_cached
 from flows.deployments import DEFAULT_TRAINING_TIMEOUT, ENV_TRAINING_TIMEOUT, run_timeout
 from flows.ingest import submit_ingestion
 from tasks.evaluate import evaluate_model
@@ -45,7 +45,6 @@ def training_flow(
 
     Hyperparameters left as None take the preset's value; batch_size=0 means full batch.
     """
-    freeze_heap_once()
     settings = Settings.from_env(artifacts=artifacts, mirror=mirror, checksums_file=checksums_file)
     config = resolve_config(
         preset,

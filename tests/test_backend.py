@@ -18,29 +18,6 @@ from cli.backend import (
 )
 from tests.support import REPO
 
-
-def test_the_heap_is_frozen_once_per_process():
-    """Long-lived objects are moved out of the cyclic collector's reach, but only the
-    first time: freezing again would pin the garbage of every later flow run."""
-    import gc
-
-    import flows as steps
-
-    steps._heap_frozen = False
-    try:
-        before = gc.get_freeze_count()
-        kept = [[] for _ in range(1000)]  # objects alive at the freeze
-        steps.freeze_heap_once()
-        frozen = gc.get_freeze_count()
-        assert frozen >= before + len(kept)
-        more = [[] for _ in range(1000)]
-        steps.freeze_heap_once()
-        assert gc.get_freeze_count() == frozen, "the second call froze nothing"
-        assert more
-    finally:
-        steps._heap_frozen = True
-
-
 # --- which backend: the user's profile, else the embedded server under the artifacts root
 
 
