@@ -62,6 +62,8 @@ def training_flow(
     work_dir = settings.artifacts / "training" / run_id
     # Each step starts when the file it reads exists: a convert future as an argument is
     # waited for, and its result (path, rows, SHA-256) is what the step reads and keys on.
+    # Keyed on the Parquet file's own hash, not the source checksums: the simplest key
+    # that is always the bytes the step reads, with no need to reason about conversion.
     futures["train"] = submit_cached(
         train_model, settings, [work_dir / FIT_FILE], force, "train",
         train=futures["convert train"], config=config, work_dir=work_dir,
