@@ -3,7 +3,7 @@
 Run by hand from the repo root:
 
     .venv/bin/python benchmarks/bench_dask.py [--files 8] [--rows 100000] [--workers 2]
-                                              [--repeat 2] [--big]
+                                              [--repeat 2]
 
 It writes ``--files`` Kaggle train.csv-format files of ``--rows`` rows each (real MNIST
 images from ../shared/mnist, tiled), publishes a 784-10-10 model (fresh weights: speed does
@@ -23,9 +23,6 @@ more task adds: flows of 1 and ``--files`` near-empty (10-row) files, so the flo
 start and end cancel out; it is compared with the CPU work of one ``--rows`` file. Also
 shown per run: Dask's compute time of a task minus the scoring time ``score_file``
 measured inside it.
-
-``--big`` also scores one file of files x rows rows (the inputs joined): one pass with
-``score_file`` vs the flow on the cluster, which cuts it into 256 MiB byte ranges.
 """
 
 from __future__ import annotations
@@ -38,29 +35,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
-
-
-def publish_model(models_dir: Path) -> None:
-    """A fresh 784-10-10 network as the champion (scoring speed does not depend on weights)."""
-    from core import registry
-    from model.config import ModelConfig
-    from model.network import init_params
-
-    config = ModelConfig()
-    bundle = {
-        "params": init_params(config),
-        "config": config.to_dict(),
-        "metrics": {"test_accuracy": 0.0},
-        "created": datetime.now(UTC).isoformat(),
-        "fingerprint": "bench_dask",
-    }
-    registry.promote(models_dir, registry.publish(models_dir, bundle, {}))
 
 
 def direct_loop(files: list[Path], out: Path, models: Path) -> tuple[float, float]:
@@ -116,7 +95,7 @@ def task_compute_seconds(client, since: float) -> list[float]:
     """Compute seconds of the scoring tasks the cluster ran since ``since`` (epoch)."""
     seconds = []
     for record in client.get_task_stream(start=since):
-        if not str(record["key"]).startswith(("score_csv", "score_chunk")):
+        if not str(record["key"]).startswith("score_csv"):
             continue
         for ss in record["startstops"]:
             if ss["action"] == "compute":
@@ -130,7 +109,6 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=2)
-    parser.add_argument("--big", action="store_true", help="also one big file, split in ranges")
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_dask_"))
@@ -151,11 +129,11 @@ def main() -> None:
 
 
 def run(args: argparse.Namespace, tmp: Path) -> None:
-    from bench_score import write_kaggle_csv
+    from bench_score import publish_model, write_kaggle_csv
 
     print(f"cores: {os.cpu_count()}; load before: {os.getloadavg()}")  # noqa: T201
     artifacts = tmp / "artifacts"
-    publish_model(artifacts / "models")
+    publish_model(artifacts)
     (tmp / "in").mkdir()
     files = [tmp / "in" / f"digits{k}.csv" for k in range(args.files)]
     t = time.perf_counter()
@@ -251,8 +229,6 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
                 f"{per_task[1] / (d_cpu / n):.1%} of the CPU work of a {args.rows:,}-row file "
                 f"(target < 10%)"
             )
-            if args.big:
-                big(files, tmp, artifacts, address, args)
     print(f"load after: {os.getloadavg()}")  # noqa: T201
 
 
@@ -278,40 +254,6 @@ def marginal_task_cost(tmp: Path, artifacts: Path, n: int, meter: Cpu, address: 
         cpu = meter.read() - cpu0
         best[count] = min(best.get(count, (wall, cpu)), (wall, cpu))
     return tuple((best[n][i] - best[1][i]) / (n - 1) for i in (0, 1))
-
-
-def big(files: list[Path], tmp: Path, artifacts: Path, address: str, args) -> None:
-    """One file of all the rows: a single score_file pass vs ranges on the cluster."""
-    import functools
-
-    from core import registry
-    from core.scoring.score_file import score_file
-    from flows.runners import run_on_runner
-    from flows.scoring import scoring_flow
-    from model.predict import predict_proba_pixels
-
-    src = tmp / "in" / "big.csv"
-    with open(src, "wb") as out:
-        for k, f in enumerate(files):
-            with open(f, "rb") as part:
-                if k:
-                    part.readline()  # the header once
-                shutil.copyfileobj(part, out, 1 << 20)
-    size_gb = src.stat().st_size / 1e9
-    predict = functools.partial(predict_proba_pixels, registry.load(artifacts / "models").params)
-    start = time.perf_counter()
-    score_file(src, tmp / "big-one.csv", tmp / "big-one.rejects.csv", predict)
-    one = time.perf_counter() - start
-    start = time.perf_counter()
-    run_on_runner(scoring_flow, dask_address=address, inputs=[str(src)],
-                  output=str(tmp / "big-dask.csv"), artifacts=str(artifacts))  # fmt: skip
-    ranged = time.perf_counter() - start
-    same = (tmp / "big-one.csv").read_bytes() == (tmp / "big-dask.csv").read_bytes()
-    print(  # noqa: T201
-        f"one file of {len(files) * args.rows:,} rows ({size_gb:.2f} GB): one pass {one:.2f}s, "
-        f"256 MiB ranges on {args.workers} Dask workers {ranged:.2f}s: "
-        f"{one / ranged:.2f}x; outputs identical: {same}"
-    )
 
 
 def _check_same(a: Path, b: Path, files: list[Path]) -> None:

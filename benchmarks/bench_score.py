@@ -20,7 +20,9 @@ of --files copies of the --rows file (``--dask-local N`` passed through when giv
 each checkout in turn (``python -m cli.main``, or ``flows.cli`` in older ones), alternating
 the order each round, with one published champion (fresh 784-10-10 weights); it prints
 each checkout's median wall time and its median per-round ratio to the first checkout.
-Copies of a checkout with one trick taken out measure what that trick earns.
+Copies of a checkout with one trick taken out measure what that trick earns. Each
+checkout keeps one Prefect home across its runs (as a user's is) and gets one untimed
+warm-up run, which creates its database.
 
 ``--engines`` instead compares CSV engines end to end: ``score_file`` with its vectorised
 tokenizer (``core.scoring.fast_scan``) against ``score_file`` whose chunks are parsed by
@@ -252,6 +254,7 @@ def main() -> None:
     parser.add_argument("--cli", nargs="+", metavar="NAME=CHECKOUT", help="score, side by side")
     parser.add_argument("--files", type=int, default=1, help="--cli: copies of the --rows file")
     parser.add_argument("--dask-local", type=int, help="--cli: score on N local Dask workers")
+    parser.add_argument("--server", action="store_true", help="--cli: against a prefect server")
     args = parser.parse_args()
     if args.engines:
         engines(args)
@@ -367,8 +370,13 @@ def run_score_cli(checkout: Path, files: list[Path], out: Path, artifacts: Path,
     cmd += ["--artifacts", str(artifacts)]
     if args.dask_local:
         cmd += ["--dask-local", str(args.dask_local)]
-    env = {**os.environ, "PYTHONPATH": str(checkout), "PREFECT_HOME": str(out.parent / "home")}
-    env.pop("PREFECT_API_URL", None)
+    # One Prefect home per checkout, kept across rounds, as a user's is.
+    home = out.parent.parent / f"home-{checkout.name}"
+    env = {**os.environ, "PYTHONPATH": str(checkout), "PREFECT_HOME": str(home)}
+    if args.api_url:  # a running server, as a user's profile would name
+        env["PREFECT_API_URL"] = args.api_url
+    else:  # each command starts its embedded server
+        env.pop("PREFECT_API_URL", None)
     start = time.perf_counter()
     done = subprocess.run(cmd, env=env, cwd=checkout, capture_output=True, text=True)
     seconds = time.perf_counter() - start
@@ -379,45 +387,63 @@ def run_score_cli(checkout: Path, files: list[Path], out: Path, artifacts: Path,
 
 def cli_side_by_side(args: argparse.Namespace) -> None:
     """The score command of each checkout, alternating; medians and per-round ratios."""
-    import shutil
-
     checkouts = dict(item.split("=", 1) for item in args.cli)
     os.environ.update({"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"})
     where = f"--dask-local {args.dask_local}" if args.dask_local else "threads"
     print(f"cores: {os.cpu_count()}; load: {os.getloadavg()}; {where}")  # noqa: T201
     with tempfile.TemporaryDirectory(prefix="bench_score_cli_") as tmp:
         tmp = Path(tmp)
-        publish_model(tmp / "artifacts")
-        files = [tmp / "in" / f"digits{k}.csv" for k in range(args.files)]
-        files[0].parent.mkdir()
-        write_kaggle_csv(files[0], args.rows)
-        for f in files[1:]:
-            shutil.copyfile(files[0], f)
-        print(f"{args.files} file(s) of {args.rows:,} rows")  # noqa: T201
-        names = list(checkouts)
-        seconds: dict[str, list[float]] = {name: [] for name in names}
-        for i in range(args.repeat):
-            order = names[i % len(names) :] + names[: i % len(names)]
-            for name in order:
-                out = tmp / f"{name}{i}" / "out"
-                out.parent.mkdir()
-                s = run_score_cli(Path(checkouts[name]), files, out, tmp / "artifacts", args)
-                seconds[name].append(s)
-                print(f"  round {i + 1} {name:<12} {s:6.2f}s", flush=True)  # noqa: T201
-            outputs = {
-                (tmp / f"{n}{i}" / "out" / "digits0.predictions.csv").read_bytes() for n in names
-            }
-            if len(outputs) != 1:
-                raise SystemExit("the checkouts wrote different predictions")
-        base = seconds[names[0]]
-        for name in names:
-            ratios = [a / b for a, b in zip(seconds[name], base, strict=True)]
-            print(  # noqa: T201
-                f"{name:<12} median {statistics.median(seconds[name]):6.2f}s; per round / "
-                f"{names[0]}: {', '.join(f'{r:.2f}' for r in ratios)}; "
-                f"median {statistics.median(ratios):.2f}x"
-            )
+        args.api_url = None
+        if args.server:  # without it, each command's start-up includes a server's
+            from tests.support import start_prefect_server, stop_process_group
+
+            server, args.api_url = start_prefect_server(tmp / "server", tmp / "server.log")
+        try:
+            _cli_rounds(args, checkouts, tmp)
+        finally:
+            if args.server:
+                stop_process_group(server)
     print(f"load at end: {os.getloadavg()}")  # noqa: T201
+
+
+def _cli_rounds(args: argparse.Namespace, checkouts: dict[str, str], tmp: Path) -> None:
+    """Warm-up, then --repeat rounds of every checkout in a rotating order; the medians."""
+    import shutil
+
+    publish_model(tmp / "artifacts")
+    files = [tmp / "in" / f"digits{k}.csv" for k in range(args.files)]
+    files[0].parent.mkdir()
+    write_kaggle_csv(files[0], args.rows)
+    for f in files[1:]:
+        shutil.copyfile(files[0], f)
+    print(f"{args.files} file(s) of {args.rows:,} rows")  # noqa: T201
+    names = list(checkouts)
+    seconds: dict[str, list[float]] = {name: [] for name in names}
+    for name in names:  # untimed: creates each checkout's Prefect database
+        out = tmp / f"{name}-warm-up" / "out"
+        out.parent.mkdir()
+        run_score_cli(Path(checkouts[name]), files[:1], out, tmp / "artifacts", args)
+    for i in range(args.repeat):
+        order = names[i % len(names) :] + names[: i % len(names)]
+        for name in order:
+            out = tmp / f"{name}{i}" / "out"
+            out.parent.mkdir()
+            s = run_score_cli(Path(checkouts[name]), files, out, tmp / "artifacts", args)
+            seconds[name].append(s)
+            print(f"  round {i + 1} {name:<12} {s:6.2f}s", flush=True)  # noqa: T201
+        written = {
+            (tmp / f"{n}{i}" / "out" / "digits0.predictions.csv").read_bytes() for n in names
+        }
+        if len(written) != 1:
+            raise SystemExit("the checkouts wrote different predictions")
+    base = seconds[names[0]]
+    for name in names:
+        ratios = [a / b for a, b in zip(seconds[name], base, strict=True)]
+        print(  # noqa: T201
+            f"{name:<12} median {statistics.median(seconds[name]):6.2f}s; per round / "
+            f"{names[0]}: {', '.join(f'{r:.2f}' for r in ratios)}; "
+            f"median {statistics.median(ratios):.2f}x"
+        )
 
 
 def _check_same_predictions(a: Path, b: Path) -> None:

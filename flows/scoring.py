@@ -54,7 +54,6 @@ def scoring_flow(
     format: str = "csv",  # noqa: A002 (the public parameter name)
     dask_address: str | None = None,
     dask_local: int | None = None,
-    chunk_bytes: int | None = None,  # ignored: files are no longer cut into byte ranges
 ) -> dict[str, Any]:
     """Score CSV files of digits with a saved model (the champion unless ``model`` is given).
 
@@ -62,8 +61,7 @@ def scoring_flow(
     then the run fails (``ScoringFailed``, which carries the summary). Rejected rows alone
     do not fail it: they are counted in the summary artifact.
     ``dask_address`` (an existing cluster) or ``dask_local`` (N local workers) run the tasks
-    on Dask. ``chunk_bytes`` is accepted and ignored, so that deployments which set it
-    still start.
+    on Dask.
     """
     if wants_dask_subflow(dask_address, dask_local):
         return rerun_on_dask()
@@ -71,13 +69,11 @@ def scoring_flow(
     jobs = plan_jobs(inputs, output, output_dir, format)
     chosen = locate_model(settings.models_dir, model)
     futures = [score_csv.submit(job, chosen, format) for job in jobs]
-    results = [outcome(future) for future in futures]
     files = []
-    for job, result in zip(jobs, results, strict=True):
-        if isinstance(result, BaseException):
-            files.append({"file": job.input, "error": str(result)})
-        else:
-            files.append(result)
+    for job, future in zip(jobs, futures, strict=True):
+        result = outcome(future)
+        failed = isinstance(result, BaseException)
+        files.append({"file": job.input, "error": str(result)} if failed else result)
     create_table_artifact(
         [_table_row(f) for f in files],
         key="mnist-scoring-summary",
