@@ -325,12 +325,16 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+SERVING = ("serve", "stack")  # long-running: they stop their own runs and server
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from cli import signals
 
     args = _parse(argv)
-    if args.command not in ("serve", "stack"):  # those stop their runs and server themselves
-        signals.install()  # SIGINT/SIGTERM end the command in seconds (exit 130/143)
+    # SIGINT/SIGTERM end a command with exit 130/143; serve and stack stop their runs and
+    # server themselves, so for them the signal is only noted (see cli.signals).
+    signals.install(enforce=args.command not in SERVING)
     try:  # settings are checked here, before any flow starts
         settings = Settings.from_env(
             artifacts=getattr(args, "artifacts", None),
@@ -348,13 +352,15 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     """Run the subcommand's handler on its backend; a user's error is one line."""
     from cli.backend import in_process_backend
     from cli.console import USER_ERRORS, err, quiet_user_error_tracebacks
-    from cli.signals import exit_now
+    from cli.signals import exit_code, exit_now, received
     from core.registry import ModelError
 
     quiet_user_error_tracebacks()
     try:
-        if args.command in ("serve", "stack"):  # their flows run in processes of their own
-            return args.handler(args)
+        if args.command in SERVING:  # their flows run in processes of their own
+            code = args.handler(args)
+            stopped = received()
+            return exit_code(stopped) if stopped and code == EXIT_OK else code
         with in_process_backend(settings.artifacts):
             return args.handler(args)
     except (UsageError, ModelError, SettingsError) as exc:  # e.g. MNIST_TRAINING_TIMEOUT
