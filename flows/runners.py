@@ -160,20 +160,16 @@ def quiet_dask_logs() -> None:
 def outcome(future: PrefectFuture) -> Any:
     """The task's result, or the exception it failed with (also a worker lost for good).
 
-    On Dask the future is then released. A result that a client still holds stays on the
-    worker that computed it, and if that worker dies Dask computes it again: a finished
-    task would run a second time, after the flow had moved on (a range's parts written
-    again after they were joined and removed). Taking each result once, in order, and
-    letting go of it means a task only ever runs again while the flow still waits for it.
+    On Dask a finished task whose worker dies while the flow still holds its future may
+    run again (a scoring task: the same file scored again, into the same atomic writes).
+    Releasing each future once read (``wrapped_future.release()``, a private
+    handle) earned 1.07x on ``score --dask-local 2`` (median of 10 rounds), under the 10%
+    a trick must earn, so it was taken out (benchmarks/README.md, "Scoring").
     """
     try:
-        result = future.result()
+        return future.result()
     except Exception as exc:  # reported per file or per config by the flows
-        result = exc
-    release = getattr(getattr(future, "wrapped_future", None), "release", None)
-    if callable(release):  # a distributed.Future; concurrent.futures has no such method
-        release()
-    return result
+        return exc
 
 
 def fill_seconds(steps: list[dict[str, Any]], futures: dict[str, PrefectFuture]) -> None:

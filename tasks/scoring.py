@@ -8,7 +8,6 @@ the scheduler.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import functools
 from pathlib import Path
@@ -52,27 +51,8 @@ def _transient_io_error(task: Any, task_run: Any, state: Any) -> bool:
 
 def _predictor(model: dict[str, Any]) -> functools.partial:
     """predict_proba_pixels bound to the model's weights, loaded and verified from its path."""
-    _reuse_freed_memory()
     loaded = registry.load(Path(model["path"]).parent, model["path"])
     return functools.partial(predict_proba_pixels, loaded.params)
-
-
-@functools.cache
-def _reuse_freed_memory() -> None:
-    """Let glibc reuse freed blocks of up to 32 MiB instead of returning them to the OS.
-
-    Scoring allocates ~50 MB of arrays per chunk of rows. Dask starts its workers with
-    MALLOC_TRIM_THRESHOLD_=65536, which also pins glibc's mmap threshold at 128 KiB, so
-    each of those arrays became a fresh mmap whose pages fault in: 7x the page faults and
-    ~40% more CPU per file than in a plain process. These are glibc's own adaptive
-    defaults' upper bounds; elsewhere (not glibc) this does nothing. Once per process.
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD: its maximum on 64-bit
-        libc.mallopt(-1, 64 << 20)  # M_TRIM_THRESHOLD: keep a chunk's worth of freed heap
-    except (OSError, AttributeError):
-        pass
 
 
 # Scoring writes to the user's paths, which may have changed since any earlier run, so a
