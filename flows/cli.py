@@ -474,8 +474,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from flows import signals
 
     args = build_parser().parse_args(argv)
-    if args.command not in ("serve", "stack"):  # those stop their runs and server themselves
-        signals.install()  # SIGINT/SIGTERM end the command in seconds (exit 130/143)
+    serving = args.command in ("serve", "stack")  # those stop their runs and server themselves
+    signals.install(enforce=not serving)  # SIGINT/SIGTERM end a command with exit 130/143
     try:  # settings are checked here, before any flow starts
         settings = Settings.from_env(
             artifacts=getattr(args, "artifacts", None),
@@ -493,8 +493,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     quiet_user_error_tracebacks()
     try:
-        if args.command in ("serve", "stack"):  # their flows run in processes of their own
-            return args.handler(args)
+        if serving:  # their flows run in processes of their own
+            code = args.handler(args)
+            stopped = signals.received()
+            return signals.exit_code(stopped) if stopped and code == EXIT_OK else code
         with in_process_backend(settings.artifacts):
             return args.handler(args)
     except (UsageError, ModelError, SettingsError) as exc:  # e.g. MNIST_TRAINING_TIMEOUT

@@ -38,6 +38,9 @@ GRACE_SECONDS = 1.5
 # Seconds the exit handlers get; the embedded server is told to stop at once and
 # finishes on its own if that is not enough. GRACE + CLEANUP stays well inside 5 s.
 CLEANUP_SECONDS = 2.0
+# serve and stack stop their runner (and stack its server) themselves, in ~2-3 s; they
+# are ended this long after a signal that reached our handler, should that not happen.
+SERVING_GRACE_SECONDS = 3.0
 
 
 class Interrupted(KeyboardInterrupt):
@@ -49,12 +52,17 @@ def exit_code(signum: int) -> int:
     return 128 + signum
 
 
-def install() -> None:
+def install(enforce: bool = True) -> None:
     """Make SIGINT and SIGTERM end this process promptly (see the module docstring).
 
     Call once, from the main thread, before any flow starts. A signal that the process
     was started with ignored (``nohup``, a background job of a script) stays ignored.
+    With ``enforce=False`` (``serve``, ``stack``: Prefect's runner and our stack stop
+    their runs and server themselves, in ~2-3 s) only a signal that reaches our own
+    handler arms the watchdog, after SERVING_GRACE_SECONDS: a SIGINT, or a SIGTERM
+    before Prefect's runner installs its own. ``received`` reports the signal either way.
     """
+    _STATE["enforce"] = enforce
     for signum in STOP_SIGNALS:
         if signal.getsignal(signum) is not signal.SIG_IGN:
             signal.signal(signum, _raise_interrupted)
@@ -62,15 +70,33 @@ def install() -> None:
     writer.setblocking(False)
     signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
     _STATE["wakeup"] = (reader, writer)  # kept open for the life of the process
-    threading.Thread(target=_watch, args=(reader,), name="stop-signals", daemon=True).start()
+    watch = threading.Thread(
+        target=_watch, args=(reader, enforce), name="stop-signals", daemon=True
+    )
+    watch.start()
+
+
+def received() -> int | None:
+    """The first stop signal this process received, if any."""
+    return _STATE["signal"]
 
 
 def _raise_interrupted(signum: int, frame: Any) -> None:
     _note(signum)  # main() may reach exit_now before the watchdog has read the signal
+    if not _STATE["enforce"]:
+        # serve/stack: Prefect's runner had not yet taken over SIGTERM, or this is a
+        # SIGINT; either way the command gets a longer grace to stop its runs and server.
+        _arm_watchdog(SERVING_GRACE_SECONDS)
     raise Interrupted
 
 
-def _watch(reader: socket.socket) -> None:
+def _arm_watchdog(grace: float) -> None:
+    watchdog = threading.Timer(grace, exit_now)
+    watchdog.daemon = True
+    watchdog.start()
+
+
+def _watch(reader: socket.socket, enforce: bool) -> None:
     # The C-level handler writes each signal's number here, in whatever thread it lands.
     received = 0
     while data := reader.recv(64):
@@ -78,12 +104,12 @@ def _watch(reader: socket.socket) -> None:
             if signum not in STOP_SIGNALS:
                 continue
             _note(signum)
+            if not enforce:
+                continue
             received += 1
             if received > 1:
                 exit_now()
-            watchdog = threading.Timer(GRACE_SECONDS, exit_now)
-            watchdog.daemon = True
-            watchdog.start()
+            _arm_watchdog(GRACE_SECONDS)
 
 
 def _note(signum: int) -> None:
@@ -146,5 +172,5 @@ def remove_own_temporaries() -> None:
 
 # Signals are process-wide, and so is what they need: the first signal received, and
 # the wakeup socket pair, which must stay open as long as the process runs.
-_STATE: dict[str, Any] = {"signal": None, "wakeup": None}
+_STATE: dict[str, Any] = {"signal": None, "wakeup": None, "enforce": True}
 _EXITING = threading.Lock()

@@ -282,7 +282,7 @@ def test_scoring_deployment_writes_predictions_with_the_champion(served, world, 
 @pytest.mark.e2e
 def test_stopping_serve_leaves_no_process_and_keeps_the_schedule(served):
     spawned = served["spawned"]
-    assert spawned.stop(signal.SIGTERM) == 0, spawned.output()
+    assert spawned.stop(signal.SIGTERM) == 143, spawned.output()  # 128 + SIGTERM
     assert wait_until_gone(spawned) == []
     with client() as c:
         nightly = c.read_deployment_by_name(TRAINING)
@@ -338,7 +338,7 @@ def test_stack_serves_overlapping_training_runs_one_at_a_time_and_stops_cleanly(
 
         assert len(versions(artifacts)) == 2
         registry.load(artifacts / "models")  # the champion is intact: its SHA-256 checks out
-        assert spawned.stop(signal.SIGTERM) == 0, spawned.output()
+        assert spawned.stop(signal.SIGTERM) == 143, spawned.output()  # 128 + SIGTERM
         assert wait_until_gone(spawned) == [], spawned.output()
     finally:
         spawned.kill()

@@ -191,3 +191,19 @@ def test_a_signal_ends_score_mid_file(tmp_path, trained, sig):
         proc.kill()
     assert_stopped(proc, seconds, sig, tmp_path)
     assert leftovers(out) == []
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_serve_ends_with_the_signal_exit_code(tmp_path, prefect_api, sig):
+    """serve stops its runner itself, gracefully; its exit code still says which signal.
+
+    The signal is sent once serve has printed its banner, which may be before Prefect's
+    runner has installed its own SIGTERM handler: the command must end either way."""
+    proc = start(tmp_path, "serve", "--artifacts", str(tmp_path / "artifacts"),
+                 env={"PREFECT_API_URL": prefect_api})  # fmt: skip
+    wait_for(lambda: "serving" in (tmp_path / "out").read_text(), "serve to start")
+    seconds = stop(proc, sig)
+    stderr = (tmp_path / "err").read_text()
+    assert proc.returncode == 128 + sig, stderr
+    assert seconds < STOP_WITHIN, f"took {seconds:.1f} s\n{stderr}"
+    assert "Traceback" not in stderr, stderr
