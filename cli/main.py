@@ -107,10 +107,15 @@ def _train(args: argparse.Namespace) -> int:
     result = training_flow(**parameters)
     print_steps(result["steps"])
     out(f"test accuracy {result['test_accuracy']:.4f}, log-loss {result['test_log_loss']:.4f}")
+    _print_model(result)
+    return EXIT_OK
+
+
+def _print_model(result: dict[str, Any]) -> None:
+    """The closing lines of train and sweep: the model, its report, the promotion."""
     out(f"model:  {result['model']}")
     out(f"report: {result['promotion']['report']}")
     out(promotion_line(result))
-    return EXIT_OK
 
 
 # --- score
@@ -211,9 +216,7 @@ def _sweep(args: argparse.Namespace) -> int:
     print_steps(result["steps"])
     print_sweep(result["configs"])
     out(f"chosen by validation accuracy: {result['best']['config']}")
-    out(f"model:  {result['model']}")
-    out(f"report: {result['promotion']['report']}")
-    out(promotion_line(result))
+    _print_model(result)
     return EXIT_OK
 
 

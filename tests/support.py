@@ -135,6 +135,19 @@ class FaultyMirror:
         self.server.server_close()
 
 
+def train_champion(root: Path, epochs: int) -> Path:
+    """``root``/mirror (synthetic digits) and ``root``/artifacts with a champion trained on
+    them by the training flow (needs a Prefect backend); returns ``root``."""
+    from flows.training import training_flow
+
+    checksums = write_mirror(root / "mirror")
+    training_flow(
+        mirror=str(root / "mirror"), checksums_file=str(checksums),
+        artifacts=str(root / "artifacts"), epochs=epochs,
+    )  # fmt: skip
+    return root
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

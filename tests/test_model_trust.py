@@ -13,9 +13,8 @@ import joblib
 import pytest
 
 from core import registry
-from flows.training import training_flow
 from tests.conftest import run_cli
-from tests.support import synthetic_digits, write_mirror
+from tests.support import synthetic_digits, train_champion
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("prefect_api")]
 
@@ -23,13 +22,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("prefect_api")]
 @pytest.fixture(scope="module")
 def trained_once(tmp_path_factory, prefect_api):
     """A mirror and an artifacts root with one champion trained on synthetic digits."""
-    root = tmp_path_factory.mktemp("trust")
-    checksums = write_mirror(root / "mirror")
-    training_flow(
-        mirror=str(root / "mirror"), checksums_file=str(checksums),
-        artifacts=str(root / "artifacts"), epochs=2,
-    )  # fmt: skip
-    return root
+    return train_champion(tmp_path_factory.mktemp("trust"), epochs=2)
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import pytest
 from flows.scoring import scoring_flow
 from flows.training import training_flow
 from tests.conftest import run_cli
-from tests.support import REAL_MNIST, synthetic_digits, write_mirror
+from tests.support import REAL_MNIST, synthetic_digits, train_champion
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -22,13 +22,7 @@ HEADER = ",".join(f"pixel{k}" for k in range(784))
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, prefect_api):
     """An artifacts root with a champion trained on synthetic digits."""
-    root = tmp_path_factory.mktemp("scoring")
-    checksums = write_mirror(root / "mirror")
-    training_flow(
-        mirror=str(root / "mirror"), checksums_file=str(checksums),
-        artifacts=str(root / "artifacts"), epochs=3,
-    )  # fmt: skip
-    return root / "artifacts"
+    return train_champion(tmp_path_factory.mktemp("scoring"), epochs=3) / "artifacts"
 
 
 def kaggle_csv(path, n, seed, labels=False, extra_lines=()):

@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 
 from cli import signals
-from flows.training import training_flow
-from tests.support import REPO, FaultyMirror, synthetic_digits, write_mirror
+from tests.support import REPO, FaultyMirror, synthetic_digits, train_champion, write_mirror
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("prefect_api")]
 
@@ -143,13 +142,7 @@ def _listening(port: int) -> bool:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, prefect_api):
     """An artifacts root with a champion trained on synthetic digits, and its mirror."""
-    root = tmp_path_factory.mktemp("signals")
-    checksums = write_mirror(root / "mirror")
-    training_flow(
-        mirror=str(root / "mirror"), checksums_file=str(checksums),
-        artifacts=str(root / "artifacts"), epochs=1,
-    )  # fmt: skip
-    return root
+    return train_champion(tmp_path_factory.mktemp("signals"), epochs=1)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
