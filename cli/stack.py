@@ -23,13 +23,22 @@ from flows.deployments import (
 )
 
 
-def server_env(home: Path) -> dict[str, str]:
-    """The environment of a local ``prefect server``: its own home, no telemetry."""
+def server_env(home: Path, port: int) -> dict[str, str]:
+    """The environment of a local ``prefect server``: its own home, no telemetry, no
+    promotional pop-ups, and a UI that calls the API on this port.
+
+    ``prefect server start --port N`` does not move the URL the UI is told to call
+    (``/ui-settings``): that follows PREFECT_SERVER_API_HOST/PORT, 127.0.0.1:4200 by
+    default, so on any other port every page said "Can't connect to Server API".
+    """
     env = {
         **os.environ,
         "PREFECT_HOME": str(home),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "DO_NOT_TRACK": "1",
+        "PREFECT_SERVER_API_HOST": "127.0.0.1",
+        "PREFECT_SERVER_API_PORT": str(port),
+        "PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT": "false",
     }
     env.pop("PREFECT_API_URL", None)
     return env
@@ -58,7 +67,7 @@ def start_server(port: int, home: Path) -> tuple[subprocess.Popen, str]:
         proc = subprocess.Popen(
             [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
              "--port", str(port)],
-            env=server_env(home),
+            env=server_env(home, port),
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -315,6 +316,9 @@ def test_stack_serves_overlapping_training_runs_one_at_a_time_and_stops_cleanly(
             wait_healthy(f"{api}/health", timeout=180, proc=spawned.proc)
             wait_for_deployments(spawned)
             assert (artifacts / ".prefect-server" / "prefect.db").is_file()
+            # The UI is told to call the API on the stack's own port (issue 16).
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ui-settings") as answer:
+                assert json.load(answer)["api_url"] == api
             # A "nightly" and a "manual" run at once, both doing real work. Both are due
             # at the same moment, just beyond the runner's 10 s prefetch window, so that
             # one poll fetches both and they contend for the slot however loaded the
