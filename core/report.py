@@ -3,6 +3,7 @@ the bundle (weights, config, curve, metrics, provenance) and the Markdown report
 
 from __future__ import annotations
 
+import base64
 import json
 import platform
 import subprocess
@@ -59,8 +60,35 @@ def git_commit() -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
-def render_report(version: str, metrics: dict[str, Any], decision: dict[str, Any]) -> str:
-    """The human report in Markdown: headline metrics, promotion, per-class table, plots."""
+# The plots, by file name, with their alt text. The report embeds them as data: URIs, so
+# the same Markdown shows them in the Prefect UI (which cannot load files beside it) and
+# in any viewer offline; the PNGs also stay beside report.md.
+PLOT_TITLES = {
+    "confusion_matrix.png": "confusion matrix",
+    "learning_curve.png": "learning curve",
+    "misclassified.png": "misclassified digits",
+}
+# The configuration fields the report lists, in this order.
+CONFIG_FIELDS = (
+    "hidden", "epochs", "batch_size", "learning_rate", "lr_schedule", "momentum", "seed",
+    "validation_fraction", "early_stopping_patience",
+)  # fmt: skip
+
+
+def render_report(
+    version: str,
+    metrics: dict[str, Any],
+    decision: dict[str, Any],
+    provenance: dict[str, Any] | None = None,
+    plots_dir: Path | None = None,
+) -> str:
+    """The human report in Markdown: headline metrics, promotion, configuration, per-class
+    table, plots.
+
+    ``provenance`` holds what the Configuration section lists: ``preset``, ``config`` (a
+    ``ModelConfig.to_dict()``), ``source_sha256`` (IDX checksums by file) and
+    ``code_digest``; any may be missing. Plots found in ``plots_dir`` are embedded.
+    """
     lines = [
         f"# MNIST model {version}",
         "",
@@ -75,6 +103,7 @@ def render_report(version: str, metrics: dict[str, Any], decision: dict[str, Any
         f"**Promotion:** {'promoted' if decision['promoted'] else 'not promoted'}: "
         f"{decision['reason']}.",
         "",
+        *_configuration(provenance or {}),
         "## Per class",
         "",
         "| class | precision | recall | F1 | support |",
@@ -87,13 +116,37 @@ def render_report(version: str, metrics: dict[str, Any], decision: dict[str, Any
         )
     lines += ["", "## Most confused pairs (true → predicted)", ""]
     lines += [f"- {p['true']} → {p['predicted']}: {p['count']}" for p in metrics["most_confused"]]
-    lines += [
-        "",
-        "## Plots",
-        "",
-        "![confusion matrix](confusion_matrix.png)",
-        "![learning curve](learning_curve.png)",
-        "![misclassified digits](misclassified.png)",
-        "",
-    ]
+    lines += ["", "## Plots", ""]
+    for name, title in PLOT_TITLES.items():
+        path = Path(plots_dir or ".") / name
+        if plots_dir is not None and path.is_file():
+            data = base64.b64encode(path.read_bytes()).decode("ascii")
+            lines.append(f"![{title}](data:image/png;base64,{data})")
+        else:
+            lines.append(f"![{title}]({name})")
+    lines.append("")
     return "\n".join(lines)
+
+
+def _configuration(provenance: dict[str, Any]) -> list[str]:
+    """The Configuration section: what was trained, on which data, by which code."""
+    config = provenance.get("config") or {}
+    rows = [("preset", provenance.get("preset"))]
+    rows += [(name, config.get(name)) for name in CONFIG_FIELDS]
+    if "batch_size" in config and config["batch_size"] is None:
+        rows.append(("batch_size", "full"))
+    rows += [
+        (f"data {name}", sha[:12])
+        for name, sha in sorted((provenance.get("source_sha256") or {}).items())
+    ]
+    digest = provenance.get("code_digest")
+    rows.append(("code digest", digest[:12] if digest else None))
+    lines = ["## Configuration", "", "| setting | value |", "|---|---|"]
+    lines += [f"| {name} | {_value(value)} |" for name, value in rows if value is not None]
+    return [*lines, ""]
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        return ", ".join(str(v) for v in value)
+    return f"{value:g}" if isinstance(value, float) else str(value)

@@ -54,3 +54,14 @@ def results_in_order(futures: dict[str, PrefectFuture]) -> dict[str, Any]:
     them, so that is the root cause, never a later step's "upstream did not complete".
     """
     return {step: future.result() for step, future in futures.items()}
+
+
+def name_this_run(name: str) -> None:
+    """Rename the current flow run, e.g. ``train-default-1a2b3c4d``, once the flow knows
+    what it runs (Prefect's own names, ``solemn-echidna``, say nothing in the UI)."""
+    from prefect import get_client
+    from prefect.runtime import flow_run
+
+    if flow_run.id:
+        with get_client(sync_client=True) as client:
+            client.update_flow_run(flow_run.id, name=name)

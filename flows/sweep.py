@@ -119,6 +119,7 @@ def sweep_flow(
             force,
             tolerance=promote_tolerance,
             force_promote=False,
+            preset=preset,
         )
     )
     steps = report(futures)

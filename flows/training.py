@@ -11,7 +11,7 @@ from core import registry
 from core.evaluation import evaluation_outputs
 from core.settings import Settings
 from core.training import FIT_FILE, fingerprint, resolve_config
-from flows import report, results_in_order, submit_cached
+from flows import name_this_run, report, results_in_order, submit_cached
 from flows.deployments import DEFAULT_TRAINING_TIMEOUT, ENV_TRAINING_TIMEOUT, run_timeout
 from flows.ingest import submit_ingestion
 from tasks.evaluate import evaluate_model
@@ -59,6 +59,7 @@ def training_flow(
     )
     futures = submit_ingestion(settings, force)
     run_id = fingerprint(settings.checksums, config)
+    name_this_run(f"train-{preset}-{run_id[:8]}")
     work_dir = settings.artifacts / "training" / run_id
     # Each step starts when the file it reads exists: a convert future as an argument is
     # waited for, and its result (path, rows, SHA-256) is what the step reads and keys on.
@@ -85,6 +86,7 @@ def training_flow(
             force,
             tolerance=promote_tolerance,
             force_promote=force_promote,
+            preset=preset,
         )
     )
     steps = report(futures)
@@ -112,6 +114,7 @@ def submit_publication(
     *,
     tolerance: float,
     force_promote: bool,
+    preset: str | None = None,
 ) -> dict[str, PrefectFuture]:
     """Submit the persist and promote steps for one trained and evaluated model.
 
@@ -135,6 +138,6 @@ def submit_publication(
     promote = submit_cached(
         promote_model, settings, [models_dir / registry.CHAMPION], force, "promote",
         version=persist.result()["version"], models_dir=models_dir,
-        tolerance=tolerance, force_promote=force_promote,
+        tolerance=tolerance, force_promote=force_promote, preset=preset,
     )  # fmt: skip
     return {"persist": persist, "promote": promote}

@@ -10,6 +10,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from core import registry
+from core.code_digest import MODEL_PACKAGES, code_digest
 from core.evaluation import METRICS_FILE, evaluation_outputs
 from core.files import atomic_write_text
 from core.report import REPORT_FILE, model_bundle, render_report
@@ -35,13 +36,24 @@ def publish_model(
 
 @task(cache_policy=CONTENT)
 def promote_model(
-    version: str, models_dir: Path, tolerance: float = 0.0, force_promote: bool = False
+    version: str,
+    models_dir: Path,
+    tolerance: float = 0.0,
+    force_promote: bool = False,
+    preset: str | None = None,
 ) -> dict[str, Any]:
     """Make the new version champion unless it is worse; write the report saying which."""
     decision = registry.promote_if_not_worse(Path(models_dir), version, tolerance, force_promote)
     version_dir = Path(models_dir) / version
     metrics = json.loads((version_dir / METRICS_FILE).read_text())
-    report = render_report(version, metrics, decision)
+    bundle = registry.load(Path(models_dir), version).bundle
+    provenance = {
+        "preset": preset,
+        "config": bundle["config"],
+        "source_sha256": bundle["data"]["source_sha256"],
+        "code_digest": code_digest(MODEL_PACKAGES),
+    }
+    report = render_report(version, metrics, decision, provenance, plots_dir=version_dir)
     atomic_write_text(version_dir / REPORT_FILE, report)
     create_markdown_artifact(report, key="mnist-training-report", description=f"model {version}")
     create_table_artifact(

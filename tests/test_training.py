@@ -275,3 +275,40 @@ def test_two_runs_at_once_do_not_corrupt_each_other(mirror, artifacts):
 def test_default_preset_on_real_mnist(artifacts):
     result = training_flow(mirror=str(REAL_MNIST), artifacts=str(artifacts))
     assert result["test_accuracy"] >= 0.93
+
+
+def test_the_run_is_named_for_what_it_trains_and_its_report_shows_it(mirror, artifacts):
+    """Issue 16: `train-<preset>-<fingerprint>`, and a report artifact with the resolved
+    configuration and its plots embedded (the Prefect UI cannot load files beside it)."""
+    import base64
+    import re
+
+    from prefect import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        ArtifactFilterKey,
+        FlowRunFilter,
+        FlowRunFilterName,
+    )
+
+    train(artifacts, mirror, epochs=2, seed=5)
+    (run_dir,) = (artifacts / "training").iterdir()
+    name = f"train-default-{run_dir.name[:8]}"
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[name]))
+        )
+        assert runs, f"no flow run named {name}"
+        reports = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=[run.id for run in runs]),
+                key=ArtifactFilterKey(any_=["mnist-training-report"]),
+            )
+        )
+    report = reports[0].data
+    assert "## Configuration" in report and "| preset | default |" in report
+    assert "| seed | 5 |" in report and "| code digest |" in report
+    images = re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", report)
+    assert len(images) == 3
+    assert all(base64.b64decode(data)[:4] == b"\x89PNG" for data in images)
