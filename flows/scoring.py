@@ -7,7 +7,10 @@ on Dask workers. The outputs are the same bytes whichever runner ran the tasks (
 
 from __future__ import annotations
 
+import csv
 import os
+from itertools import islice
+from pathlib import Path
 from typing import Any
 
 from prefect import flow
@@ -68,17 +71,24 @@ def scoring_flow(
     settings = Settings.from_env(artifacts=artifacts)
     jobs = plan_jobs(inputs, output, output_dir, format)
     chosen = locate_model(settings.models_dir, model)
-    futures = [score_csv.submit(job, chosen, format) for job in jobs]
+    futures = [_named(job).submit(job, chosen, format) for job in jobs]
     files = []
     for job, future in zip(jobs, futures, strict=True):
         result = outcome(future)
         failed = isinstance(result, BaseException)
         files.append({"file": job.input, "error": str(result)} if failed else result)
     create_table_artifact(
-        [_table_row(f) for f in files],
+        summary_table(files),
         key="mnist-scoring-summary",
         description=f"scored with model {chosen['version']}",
     )
+    with_rejects = [f for f in files if f.get("rejects")]
+    if with_rejects:
+        create_markdown_artifact(
+            rejects_report(with_rejects),
+            key="mnist-scoring-rejects",
+            description=f"rejected rows, first {REJECTS_SHOWN} of each file",
+        )
     labelled = [f for f in files if f.get("confusion_matrix") is not None]
     if labelled:
         create_markdown_artifact(
@@ -100,21 +110,76 @@ def scoring_flow(
     return summary
 
 
-def _table_row(summary: dict[str, Any]) -> dict[str, Any]:
-    if "error" in summary:
-        return {"file": summary["file"], "rows": None, "scored": None, "rejected": None,
-                "label_counts": None, "accuracy": None, "rejects": None,
-                "error": summary["error"]}  # fmt: skip
-    return {
-        "file": summary["file"],
-        "rows": summary["rows"],
-        "scored": summary["scored"],
-        "rejected": summary["rejected"],
-        "label_counts": " ".join(f"{k}:{v}" for k, v in summary["label_counts"].items()),
-        "accuracy": summary["accuracy"],
-        "rejects": summary["rejects"],  # the rejects file, when rows were rejected
-        "error": None,
-    }
+def _named(job: Any) -> Any:
+    """score_csv whose run is named ``score <file name>`` (braces escaped: Prefect formats
+    a string task_run_name with the task's parameters)."""
+    name = f"score {Path(job.input).name}".replace("{", "{{").replace("}", "}}")
+    return score_csv.with_options(task_run_name=name)
+
+
+DIGITS = [str(d) for d in range(10)]
+
+
+def summary_table(files: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per file: counts, paths, predicted-digit counts ``0``-``9``; ``accuracy``
+    only when some file had labels, ``error`` only when some file failed. Every row has
+    the same columns."""
+    labelled = any(f.get("has_labels") for f in files)
+    failed = any("error" in f for f in files)
+    rows = []
+    for f in files:
+        ok = "error" not in f
+        counts = f["label_counts"] if ok else {}
+        row = {
+            "file": f["file"],
+            "rows": f["rows"] if ok else None,
+            "scored": f["scored"] if ok else None,
+            "rejected": f["rejected"] if ok else None,
+            "output": f["output"] if ok else None,
+            "rejects": f["rejects"] if ok else None,  # the rejects file, when rows were rejected
+            **{d: counts.get(int(d), counts.get(d)) for d in DIGITS},
+        }
+        if labelled:
+            row["accuracy"] = f.get("accuracy")
+        if failed:
+            row["error"] = f.get("error")
+        rows.append(row)
+    return rows
+
+
+REJECTS_SHOWN = 20
+
+
+def _cell(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+
+
+def rejects_report(files: list[dict[str, Any]], shown: int = REJECTS_SHOWN) -> str:
+    """Markdown: for each file with rejects, its first ``shown`` rejected rows (ImageId,
+    line, reason) read from its rejects CSV, and how many more there are."""
+    parts = ["# Scoring: rejected rows", ""]
+    for f in files:
+        parts += [
+            f"## {f['file']}",
+            "",
+            f"{f['rejected']} rejected row(s), in `{f['rejects']}`",
+            "",
+        ]
+        try:
+            with open(f["rejects"], newline="", encoding="utf-8", errors="replace") as fh:
+                first = list(islice(csv.DictReader(fh), shown))
+        except OSError as exc:
+            parts += [f"(could not read the rejects file: {_cell(str(exc))})", ""]
+            continue
+        parts += ["| ImageId | line | reason |", "|---:|---:|---|"]
+        parts += [
+            f"| {_cell(r.get('ImageId') or '')} | {_cell(r.get('Line') or '')} "
+            f"| {_cell(r.get('Reason') or '')} |"
+            for r in first
+        ]
+        more = f["rejected"] - len(first)
+        parts += ["", f"... and {more} more" if more > 0 else "(all shown)", ""]
+    return "\n".join(parts)
 
 
 def confusion_lines(matrix: list[list[int]]) -> list[str]:

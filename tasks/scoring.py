@@ -69,8 +69,13 @@ def score_csv(job: Job, model: dict[str, Any], fmt: str = "csv") -> dict[str, An
     summary = score_file(
         Path(job.input), Path(job.output), Path(job.rejects), _predictor(model), fmt=fmt
     ).to_dict()
-    get_run_logger().info(
+    logger = get_run_logger()
+    logger.info(
         "%s: %d rows, %d scored, %d rejected",
         job.input, summary["rows"], summary["scored"], summary["rejected"],
     )  # fmt: skip
+    if summary["rejected"]:
+        logger.warning(
+            "%s: %d row(s) rejected, see %s", job.input, summary["rejected"], summary["rejects"]
+        )
     return summary

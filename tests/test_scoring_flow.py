@@ -312,3 +312,79 @@ def test_on_dask_a_failed_file_also_fails_the_run_with_the_summary(trained, tmp_
         )  # fmt: skip
     assert caught.value.summary["scored"] == 10 and caught.value.summary["failed_files"] == 1
     assert len(read_rows(tmp_path / "out" / "good.predictions.csv")) == 10
+
+
+def test_the_run_tells_what_happened_task_names_summary_rejects_and_a_warning(trained, tmp_path):
+    from prefect import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        FlowRunFilter,
+        FlowRunFilterId,
+        LogFilter,
+        LogFilterFlowRunId,
+    )
+    from prefect.logging.handlers import APILogHandler
+
+    kaggle_csv(tmp_path / "clean.csv", 6, seed=1, labels=True)
+    bad = ["3," + ",".join(["0"] * 783) + ",300"] + [f"{k},1" for k in range(24)]
+    kaggle_csv(tmp_path / "bad_rows.csv", 4, seed=2, labels=True, extra_lines=bad)
+    kaggle_csv(tmp_path / "nolabels.csv", 3, seed=3)
+    state = scoring_flow(
+        inputs=[str(tmp_path / n) for n in ("clean.csv", "bad_rows.csv", "nolabels.csv")],
+        output_dir=str(tmp_path / "out"), artifacts=str(trained), return_state=True,
+    )  # fmt: skip
+    assert state.is_completed()
+    run_id = state.state_details.flow_run_id
+    APILogHandler().flush()  # send the buffered logs before reading them
+    with get_client(sync_client=True) as client:
+        tasks = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id]))
+        )
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
+        )
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
+    names = {t.name for t in tasks}
+    assert {"score clean.csv", "score bad_rows.csv", "score nolabels.csv"} <= names
+    by_key = {a.key: a for a in artifacts}
+    assert all(a.key for a in artifacts), [a.type for a in artifacts if not a.key]
+    table = json.loads(by_key["mnist-scoring-summary"].data)
+    assert [Path(r["file"]).name for r in table] == ["clean.csv", "bad_rows.csv", "nolabels.csv"]
+    digits = [str(d) for d in range(10)]
+    for row in table:
+        assert list(row) == ["file", "rows", "scored", "rejected", "output", "rejects",
+                             *digits, "accuracy"]  # fmt: skip
+        assert sum(row[d] for d in digits) == row["scored"]
+    clean, dirty, plain = table
+    assert (dirty["rows"], dirty["scored"], dirty["rejected"]) == (29, 4, 25)
+    assert dirty["rejects"] == str(tmp_path / "out" / "bad_rows.rejects.csv")
+    assert dirty["output"] == str(tmp_path / "out" / "bad_rows.predictions.csv")
+    assert clean["rejects"] is None and clean["accuracy"] is not None
+    assert plain["accuracy"] is None
+    report = by_key["mnist-scoring-rejects"].data
+    assert "bad_rows.csv" in report and "clean.csv" not in report
+    assert "| ImageId | line | reason |" in report
+    assert "| 5 | 6 | pixel783: 300 is outside 0-255 |" in report
+    assert "| 24 | 25 | expected 785 fields, got 2 |" in report
+    assert "| 25 | 26 |" not in report, "only the first 20"
+    assert "... and 5 more" in report
+    warnings = [log.message for log in logs if log.level == 30]
+    assert any(str(tmp_path / "out" / "bad_rows.rejects.csv") in m for m in warnings), warnings
+
+
+def test_without_labels_or_rejects_no_accuracy_column_and_no_rejects_report(trained, tmp_path):
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    kaggle_csv(tmp_path / "a.csv", 3, seed=1)
+    state = scoring_flow(inputs=[str(tmp_path / "a.csv")], output_dir=str(tmp_path / "out"),
+                         artifacts=str(trained), return_state=True)  # fmt: skip
+    run_id = state.state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
+        )
+    assert sorted(a.key for a in artifacts) == ["mnist-scoring-summary"]
+    (row,) = json.loads(artifacts[0].data)
+    assert "accuracy" not in row and "error" not in row and row["rejected"] == 0
