@@ -23,7 +23,9 @@ def train_model(train: dict[str, Any], config: dict[str, Any], work_dir: Path) -
     """
     logger = get_run_logger()
     epochs = config["epochs"]
-    progress = create_progress_artifact(progress=0.0, description="mnist-training: epochs done")
+    progress = create_progress_artifact(
+        progress=0.0, key="mnist-training-progress", description="mnist-training: epochs done"
+    )
     last_update = [time.monotonic()]
 
     def on_epoch(stats: EpochStats) -> None:
