@@ -160,7 +160,9 @@ def test_dask_outputs_equal_the_local_runner(trained, inputs, cluster, local_run
     assert by_file["big.csv"]["rows"] == 4 * DEFAULT_CHUNK_ROWS + 123
     assert by_file["big.csv"]["rejected"] == 4
     # One task per file, each file whole (the Prefect API saw those tasks).
-    assert _task_names() == Counter({"locate_model": 1, "score_csv": 7})
+    # Each file's task run is named by its file (issue 16).
+    assert _task_names() == Counter({"locate_model": 1, **{f"score {name}": 1 for name in by_file}})
+    assert len(by_file) == 7
 
 
 @pytest.mark.e2e
