@@ -24,12 +24,13 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
-import re
 import signal
 import socket
 import sys
 import threading
 from typing import Any, NoReturn
+
+from core import files
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # Seconds the command has, after the first signal, to end by itself (a run with no
@@ -127,11 +128,11 @@ def exit_now() -> NoReturn:
     if not _EXITING.acquire(blocking=False):
         os._exit(code)
     _last_word(f"mnist-pipeline: stopped by {signal.Signals(signum).name}\n")
-    remove_own_temporaries()
+    files.remove_own_temporaries()
     cleanup = threading.Thread(target=_run_exit_handlers, daemon=True)
     cleanup.start()
     cleanup.join(CLEANUP_SECONDS)
-    remove_own_temporaries()  # again: a thread may have started one meanwhile
+    files.remove_own_temporaries()  # again: a thread may have started one meanwhile
     os._exit(code)
 
 
@@ -150,24 +151,6 @@ def _last_word(line: str) -> None:
 def _run_exit_handlers() -> None:
     with contextlib.suppress(BaseException):
         atexit._run_exitfuncs()
-
-
-def remove_own_temporaries() -> None:
-    """Remove this process's temporary files (``.NAME.HOST-PID.RANDOM.tmp``) from every
-    folder it has written into; the files being written there are never renamed into
-    place, so the final names keep their previous content or stay absent."""
-    from core import files
-
-    pid = os.getpid()
-    ours = re.compile(rf"\..+\.{re.escape(socket.gethostname())}-{pid}\.[0-9a-f]{{8}}\.tmp")
-    # core.files records each folder a process writes into (to sweep it once).
-    folders = [folder for owner, folder in list(files._SWEPT) if owner == pid]
-    for folder in folders:
-        with contextlib.suppress(OSError):
-            for entry in os.scandir(folder):
-                if ours.fullmatch(entry.name):
-                    with contextlib.suppress(OSError):
-                        os.unlink(entry.path)
 
 
 # Signals are process-wide, and so is what they need: the first signal received, and

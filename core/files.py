@@ -16,9 +16,8 @@ import re
 import secrets
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 _CHUNK = 1 << 20
 
@@ -30,13 +29,6 @@ def sha256_file(path: Path) -> str:
         while chunk := f.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def file_identity(path: Path) -> tuple[Any, ...]:
-    """What changes whenever the file at ``path`` is replaced or rewritten: a key for
-    in-memory copies of its content."""
-    stat = Path(path).stat()
-    return (str(Path(path).resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns)
 
 
 def temporary_path(dest: Path) -> Path:
@@ -60,12 +52,28 @@ def _remove_abandoned_once(folder: Path, host: str) -> None:
         if key in _SWEPT:
             return
         _SWEPT.add(key)
+    _remove_temporaries(folder, host, lambda pid: not _alive(pid))
+
+
+def remove_own_temporaries() -> None:
+    """Remove this process's temporaries from every folder it has written into (for a
+    process about to exit mid-write: the files being written there are never renamed
+    into place, so the final names keep their previous content or stay absent)."""
+    pid = os.getpid()
+    with _SWEPT_LOCK:
+        folders = [folder for owner, folder in _SWEPT if owner == pid]
+    for folder in folders:
+        _remove_temporaries(Path(folder), socket.gethostname(), lambda writer: writer == pid)
+
+
+def _remove_temporaries(folder: Path, host: str, doomed: Callable[[int], bool]) -> None:
+    """Remove the temporaries of ``host`` in ``folder`` whose writer's pid is ``doomed``."""
     ours = re.compile(rf"\..+\.{re.escape(host)}-(\d+)\.[0-9a-f]{{8}}\.tmp")
     # Tidying is best effort: a folder or file it may not touch never fails the write.
     with contextlib.suppress(OSError):
         for entry in os.scandir(folder):
             match = ours.fullmatch(entry.name)
-            if match and not _alive(int(match.group(1))):
+            if match and doomed(int(match.group(1))):
                 with contextlib.suppress(OSError):
                     os.unlink(entry.path)
 
