@@ -12,15 +12,21 @@ MIRROR_FLAG := $(if $(MIRROR),--mirror $(MIRROR),)
 .PHONY: setup setup-dev run stack test lint format bench-setup lock clean
 
 # The runtime lock: what the product needs, with hashes (pip checks every download).
+# The locks are complete, so pip installs exactly them (--no-deps) and `pip check` proves
+# nothing is missing. Without --no-deps, the pip that Python 3.11's venv brings (23.2)
+# refuses the hash-locked tree once a newer release of a package required with extras
+# exists (httpx[http2] from prefect, since httpx 0.29.0).
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps -r requirements.lock
 	$(BIN)/pip install --quiet --no-deps -e .
+	$(BIN)/pip check
 	touch $@
 
 # Plus the dev lock (pytest, ruff, hypothesis), for `make test`; pinned to the same versions.
 $(DEV_STAMP): $(STAMP) requirements-dev.lock
-	$(BIN)/pip install --quiet -r requirements.lock -r requirements-dev.lock
+	$(BIN)/pip install --quiet --no-deps -r requirements-dev.lock
+	$(BIN)/pip check
 	touch $@
 
 setup: $(STAMP)
