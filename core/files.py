@@ -2,7 +2,10 @@
 
 A file is written to a temporary name in its destination folder and renamed into place
 only when complete, so a crash or a retry never leaves a half-written file under the
-final name. A ``<file>.sha256`` sidecar written after it records what was written; a
+final name. On a store (``core.storage``), where there is no rename, the file is written
+to a local temporary and uploaded whole when complete (one PUT, or a multipart upload
+the store completes only once every part is in): the final key never holds a partial
+object either. A ``<file>.sha256`` sidecar written after it records what was written; a
 file is *intact* when it still hashes to its sidecar. Caches use that to refuse a hit
 whose output was deleted or altered.
 """
@@ -15,17 +18,20 @@ import os
 import re
 import secrets
 import socket
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from core.storage import Location, is_remote, put_file, store_errors
+
 _CHUNK = 1 << 20
 
 
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of the file at ``path``, read in 1 MiB chunks."""
+def sha256_file(path: Location) -> str:
+    """Hex SHA-256 of the file at ``path`` (local or on a store), read in 1 MiB chunks."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with store_errors(path, "read"), path.open("rb") as f:
         while chunk := f.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
@@ -93,8 +99,16 @@ def _alive(pid: int) -> bool:
 
 
 @contextlib.contextmanager
-def atomic_path(dest: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``dest``; rename it onto ``dest`` if the block succeeds."""
+def atomic_path(dest: Location) -> Iterator[Path]:
+    """Yield a temporary local path; it becomes ``dest`` if the block succeeds.
+
+    Locally the temporary is beside ``dest`` and renamed onto it; for a store URL it is a
+    local temporary file, uploaded whole to ``dest``.
+    """
+    if is_remote(dest):
+        with _uploaded_on_success(dest) as tmp:
+            yield tmp
+        return
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_path(dest)
@@ -110,32 +124,45 @@ def atomic_path(dest: Path) -> Iterator[Path]:
         raise
 
 
-def atomic_write_bytes(dest: Path, data: bytes) -> None:
+@contextlib.contextmanager
+def _uploaded_on_success(dest: Location) -> Iterator[Path]:
+    fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".upload")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        put_file(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_bytes(dest: Location, data: bytes) -> None:
     """Write ``data`` to ``dest`` atomically."""
     with atomic_path(dest) as tmp:
         tmp.write_bytes(data)
 
 
-def atomic_write_text(dest: Path, text: str) -> None:
+def atomic_write_text(dest: Location, text: str) -> None:
     """Write ``text`` (UTF-8) to ``dest`` atomically."""
     atomic_write_bytes(dest, text.encode())
 
 
-def sidecar(path: Path) -> Path:
+def sidecar(path: Location) -> Location:
     return path.with_name(path.name + ".sha256")
 
 
-def seal(path: Path) -> str:
+def seal(path: Location) -> str:
     """Record ``path``'s SHA-256 in its sidecar and return it."""
     digest = sha256_file(path)
     atomic_write_text(sidecar(path), digest + "\n")
     return digest
 
 
-def is_intact(path: Path) -> bool:
+def is_intact(path: Location) -> bool:
     """True when ``path`` exists and still hashes to the digest its sidecar recorded."""
     try:
-        recorded = sidecar(path).read_text().strip()
+        with store_errors(path, "read"):
+            recorded = sidecar(path).read_text().strip()
         return sha256_file(path) == recorded
     except FileNotFoundError:
         return False

@@ -15,7 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import REPO, FaultyMirror, start_prefect_server, stop_process_group, write_mirror
+from tests.support import (
+    REPO,
+    FaultyMirror,
+    MotoServer,
+    start_prefect_server,
+    stop_process_group,
+    write_mirror,
+)
 
 _SESSION_DIR = Path(tempfile.mkdtemp(prefix="mnist-tests-"))
 
@@ -55,6 +62,37 @@ def prefect_api() -> Iterator[str]:
     finally:
         os.environ.pop("PREFECT_API_URL", None)
         stop_process_group(proc)
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[MotoServer]:
+    """One real S3 API (moto's server) on loopback for the session. Its endpoint and dummy
+    credentials go into this process's environment (s3fs and boto read them there) and so
+    into every CLI subprocess the tests start; tests that use it ask for ``s3_bucket``."""
+    server = MotoServer(_SESSION_DIR / "moto.log")
+    saved = {key: os.environ.get(key) for key in server.env}
+    os.environ.update(server.env)
+    try:
+        yield server
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server: MotoServer, request: pytest.FixtureRequest) -> str:
+    """A new empty bucket for this test: ``s3://<name>``."""
+    name = f"t{len(_BUCKETS)}-{request.node.name.lower()}"
+    name = "".join(c if c.isalnum() or c == "-" else "-" for c in name)[:60].rstrip("-")
+    _BUCKETS.append(name)
+    return s3_server.bucket(name)
+
+
+_BUCKETS: list[str] = []
 
 
 @pytest.fixture

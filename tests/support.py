@@ -243,3 +243,37 @@ def linear_softmax(pixels: np.ndarray) -> np.ndarray:
     from model.predict import predict_proba_pixels
 
     return predict_proba_pixels(_LINEAR, pixels)
+
+
+# A real S3 API on loopback: moto's server, as s3fs's own tests use it. The credentials
+# are moto's dummies; the region is the one boto would otherwise look up.
+S3_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+class MotoServer:
+    """``moto_server`` on a free loopback port; ``env`` points boto and s3fs at it."""
+
+    def __init__(self, log: Path) -> None:
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.env = {**S3_ENV, "AWS_ENDPOINT_URL": self.endpoint}
+        self.proc = subprocess.Popen(
+            [str(Path(sys.executable).with_name("moto_server")), "-p", str(self.port)],
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        wait_healthy(f"{self.endpoint}/moto-api/", timeout=60, proc=self.proc)
+
+    def bucket(self, name: str) -> str:
+        """Create bucket ``name`` and return ``s3://name``."""
+        request = urllib.request.Request(f"{self.endpoint}/{name}", method="PUT")
+        urllib.request.urlopen(request, timeout=10).close()
+        return f"s3://{name}"
+
+    def stop(self) -> None:
+        stop_process_group(self.proc)
