@@ -9,6 +9,7 @@ from typing import Any
 
 from core.errors import PipelineError
 from core.scoring.layout import InputFileError
+from core.storage import is_library_store_fault
 from model.train import TrainingDiverged
 from model.validation import InputError
 
@@ -28,12 +29,17 @@ class _HideUserErrorTracebacks(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if "hook '_record_seconds'" in str(record.msg).lower():
             return False  # the step-timing hook is plumbing, not news
-        if record.exc_info and isinstance(record.exc_info[1], USER_ERRORS):
+        if record.exc_info and _is_users_problem(record.exc_info[1]):
             record.msg = record.getMessage().splitlines()[0]
             record.args = ()
             record.exc_info = None
             record.exc_text = None
         return True
+
+
+def _is_users_problem(exc: BaseException | None) -> bool:
+    """The user's input, or a store the user pointed us at (core.storage)."""
+    return isinstance(exc, USER_ERRORS) or (exc is not None and is_library_store_fault(exc))
 
 
 def quiet_user_error_tracebacks() -> None:

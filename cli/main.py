@@ -20,6 +20,7 @@ from cli.console import out, print_scoring, print_steps, print_sweep
 from cli.options import COMMON, Option, add_flow_options, flow_arguments, layers, positive
 from cli.serve import add_commands
 from core.settings import Settings, SettingsError, prefect_env_defaults
+from core.storage import StorageURLError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REJECTS = 0, 1, 2, 3
 
@@ -343,7 +344,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             artifacts=getattr(args, "artifacts", None),
             checksums_file=getattr(args, "checksums_file", None),
         )
-    except SettingsError as exc:
+    except (SettingsError, StorageURLError) as exc:
         sys.stderr.write(f"mnist-pipeline {args.command}: error: {exc}\n")
         return EXIT_USAGE
     for key, value in prefect_env_defaults().items():
@@ -357,6 +358,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     from cli.console import USER_ERRORS, err, quiet_user_error_tracebacks
     from cli.signals import exit_code, exit_now, received
     from core.registry import ModelError
+    from core.storage import describe, is_library_store_fault
 
     quiet_user_error_tracebacks()
     try:
@@ -366,10 +368,10 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             return exit_code(stopped) if stopped and code == EXIT_OK else code
         with in_process_backend(settings.artifacts):
             return args.handler(args)
-    except (UsageError, ModelError, SettingsError) as exc:  # e.g. MNIST_TRAINING_TIMEOUT
-        err(f"mnist-pipeline {args.command}: error: {exc}")
+    except (UsageError, ModelError, SettingsError, StorageURLError) as exc:
+        err(f"mnist-pipeline {args.command}: error: {exc}")  # e.g. MNIST_TRAINING_TIMEOUT
         return EXIT_USAGE
-    except USER_ERRORS as exc:
+    except USER_ERRORS as exc:  # StorageError among them: a store that failed us
         err(f"mnist-pipeline {args.command}: error: {exc}")
         return EXIT_FAILED
     except TimeoutError as exc:  # the flow's own limit (MNIST_TRAINING_TIMEOUT, ...)
@@ -377,6 +379,13 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         return EXIT_FAILED
     except KeyboardInterrupt:
         exit_now()  # the interpreter's own exit would wait for the task threads
+    except Exception as exc:
+        # A store library's own exception that no step turned into a StorageError (botocore
+        # and aiohttp errors are not OSErrors): still one line, not a traceback.
+        if not is_library_store_fault(exc):
+            raise
+        err(f"mnist-pipeline {args.command}: error: object store: {describe(exc)}")
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

@@ -125,12 +125,17 @@ def describe(err: BaseException) -> str:
 
 
 def is_store_fault(err: BaseException) -> bool:
-    """An exception a store library raised for I/O: OSError, or botocore/aiohttp/google
-    errors, which are not OSErrors."""
-    if isinstance(err, OSError):
-        return True
+    """An exception a store library raised for I/O: OSError, or one of its own types."""
+    return isinstance(err, OSError) or is_library_store_fault(err)
+
+
+def is_library_store_fault(err: BaseException) -> bool:
+    """An exception type of a store library (botocore's and aiohttp's are not OSErrors)."""
     module = type(err).__module__ or ""
-    return module.split(".")[0] in ("botocore", "aiobotocore", "aiohttp", "google", "gcsfs")
+    return module.split(".")[0] in _STORE_LIBRARIES
+
+
+_STORE_LIBRARIES = ("botocore", "aiobotocore", "aiohttp", "s3fs", "google", "gcsfs")
 
 
 @contextlib.contextmanager
