@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import PipelineError
+from core.storage import is_remote
 
 # Either name sets the server's database (the second is Prefect's legacy alias).
 DATABASE_VARIABLES = (
@@ -58,7 +59,9 @@ def in_process_backend(artifacts: Path | None = None) -> Iterator[None]:
         yield
         return
     updates = {}
-    if artifacts is not None and not _database_configured(settings):
+    # SQLite cannot live on an object store: with a store root, Prefect's own default
+    # database (under PREFECT_HOME) serves instead.
+    if artifacts is not None and not is_remote(artifacts) and not _database_configured(settings):
         (Path(artifacts) / ".prefect").mkdir(parents=True, exist_ok=True)
         updates[PREFECT_SERVER_DATABASE_CONNECTION_URL] = embedded_database_url(artifacts)
     seen = _TaskRunsSeen()

@@ -8,7 +8,6 @@ metadata records where the data came from (the source IDX checksums).
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,6 +17,7 @@ import pyarrow.parquet as pq
 from core.fetch import IngestError, decompressed_idx
 from core.files import atomic_path, seal
 from core.idx import IMAGES_MAGIC, LABELS_MAGIC, IdxFormatError, parse_idx
+from core.storage import Location, location, store_errors
 
 N_PIXELS = 784
 PIXEL_COLUMNS = [f"pixel{k}" for k in range(N_PIXELS)]
@@ -25,14 +25,17 @@ METADATA_KEY = b"mnist_pipeline"
 
 
 def convert_idx(
-    images_gz: Path, labels_gz: Path, dest: Path, checksums: dict[str, str]
+    images_gz: str | Location,
+    labels_gz: str | Location,
+    dest: str | Location,
+    checksums: dict[str, str],
 ) -> dict[str, Any]:
     """Decompress and parse one split's two IDX .gz files and write them to ``dest``.
 
     Returns the split's record: ``{"path", "rows", "sha256"}`` (of the Parquet file).
     IngestError, naming the file, for content that is not MNIST IDX.
     """
-    images_gz, labels_gz = Path(images_gz), Path(labels_gz)
+    images_gz, labels_gz, dest = location(images_gz), location(labels_gz), location(dest)
     try:
         images = parse_idx(decompressed_idx(images_gz), images_gz.name, IMAGES_MAGIC)
         labels = parse_idx(decompressed_idx(labels_gz), labels_gz.name, LABELS_MAGIC)
@@ -47,7 +50,7 @@ def convert_idx(
 
 
 def write_split(
-    dest: Path, images: np.ndarray, labels: np.ndarray, metadata: dict[str, Any]
+    dest: Location, images: np.ndarray, labels: np.ndarray, metadata: dict[str, Any]
 ) -> None:
     """Write uint8 ``images`` (n, 28, 28) and ``labels`` (n,) to ``dest`` atomically,
     the pixels as float32 pixel / 255."""
@@ -68,7 +71,7 @@ def write_split(
     )
     arrays = [pa.array(y)] + [whole.slice(k * n, n) for k in range(N_PIXELS)]
     table = pa.Table.from_arrays(arrays, names=["label", *PIXEL_COLUMNS])
-    with atomic_path(Path(dest)) as tmp:
+    with atomic_path(location(dest)) as tmp:
         # No stored Arrow schema, so readers see float columns, not dictionaries (and so
         # the footer's key-value metadata is added by hand); no min/max statistics:
         # nothing reads them (the file is always read whole); zstd level 1, which is ~10%
@@ -85,9 +88,12 @@ def write_split(
             writer.add_key_value_metadata({METADATA_KEY: json.dumps(metadata).encode()})
 
 
-def read_split(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Read a split from disk as X float32 of shape (n, 784) and y uint8 of shape (n,)."""
-    table = pq.read_table(path)
+def read_split(path: str | Location) -> tuple[np.ndarray, np.ndarray]:
+    """Read a split (local or on a store) as X float32 of shape (n, 784) and y uint8 of
+    shape (n,)."""
+    path = location(path)
+    with store_errors(path, "read"), path.open("rb") as f:
+        table = pq.read_table(f)
     y = table.column("label").to_numpy().astype(np.uint8, copy=False)
     pixels = table.select(PIXEL_COLUMNS).combine_chunks()
     if pixels.num_rows == 0:
@@ -112,7 +118,9 @@ def _transposed(a: np.ndarray) -> np.ndarray:
     return out
 
 
-def read_metadata(path: Path) -> dict[str, Any]:
+def read_metadata(path: str | Location) -> dict[str, Any]:
     """The pipeline's metadata stored in a split's Parquet footer."""
-    raw = pq.read_schema(path).metadata or {}
+    path = location(path)
+    with store_errors(path, "read"), path.open("rb") as f:
+        raw = pq.read_schema(f).metadata or {}
     return json.loads(raw.get(METADATA_KEY, b"{}"))

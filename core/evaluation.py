@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,6 +12,7 @@ from core.dataset import read_split
 from core.errors import PipelineError
 from core.files import atomic_write_text, seal, sha256_file
 from core.safe_joblib import safe_load
+from core.storage import Location, location
 from model import metrics
 from model.predict import predict_proba
 
@@ -21,9 +21,9 @@ PLOTS = ("confusion_matrix.png", "learning_curve.png", "misclassified.png")
 N_MISCLASSIFIED_SHOWN = 32
 
 
-def evaluation_outputs(work_dir: Path) -> list[Path]:
+def evaluation_outputs(work_dir: str | Location) -> list[Location]:
     """Files the evaluation writes; a cache hit is only trusted while all are intact."""
-    return [Path(work_dir) / name for name in (METRICS_FILE, *PLOTS)]
+    return [location(work_dir) / name for name in (METRICS_FILE, *PLOTS)]
 
 
 def compute_metrics(
@@ -61,17 +61,19 @@ def compute_metrics(
     }
 
 
-def evaluate_fit(fit: dict[str, Any], test_path: Path, work_dir: Path) -> dict[str, Any]:
+def evaluate_fit(
+    fit: dict[str, Any], test_path: str | Location, work_dir: str | Location
+) -> dict[str, Any]:
     """Score the split at ``test_path`` with the fit file ``fit`` names, and write the
     metrics and plots into ``work_dir``. PipelineError if the fit file changed since."""
-    if sha256_file(Path(fit["path"])) != fit["sha256"]:
+    if sha256_file(location(fit["path"])) != fit["sha256"]:
         raise PipelineError(f"{fit['path']}: changed since training; rerun with --force")
     record = safe_load(fit["path"])
-    X, y = read_split(Path(test_path))
+    X, y = read_split(test_path)
     proba = predict_proba(record["params"], X)
     result = compute_metrics(y, proba, record["config"]["n_classes"], record)
 
-    work_dir = Path(work_dir)
+    work_dir = location(work_dir)
     sample = result["misclassified_sample"]
     idx = [s["index"] for s in sample]
     plots.confusion_heatmap(np.array(result["confusion_matrix"]), work_dir / PLOTS[0])

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from core.files import atomic_path
+from core.storage import Location, location
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -42,8 +43,8 @@ def _figure(width: float, height: float, **margins: float) -> Figure:
     return figure
 
 
-def _save(figure: Figure, dest: Path) -> None:
-    with atomic_path(Path(dest)) as tmp:
+def _save(figure: Figure, dest: Location) -> None:
+    with atomic_path(location(dest)) as tmp:
         figure.savefig(tmp, format="png", dpi=DPI)
 
 

@@ -6,9 +6,18 @@ truncated copy, a flipped bit). It cannot stop someone who can write the folder,
 they can rewrite the manifest too; what does is that bundles are read with
 ``core.safe_joblib.safe_load``, which never imports or calls anything but NumPy's array
 builders. ``models/champion.json`` names the version that scoring uses by default. It is
-data, checked like input: it must name a version of this registry by its plain name. It
-changes under a file lock, so two training runs finishing at once cannot interleave their
-promotions.
+data, checked like input: it must name a version of this registry by its plain name. On
+disk it changes under a file lock, so two training runs finishing at once cannot
+interleave their promotions.
+
+On an object store (``core.storage``) there is no rename and no lock. A version's files
+are uploaded one by one with ``manifest.json`` last, and a version exists only once its
+manifest does, so an interrupted publish is invisible. The champion changes by
+compare-and-swap: its ETag is read before the record, and the new record is written with
+If-Match (If-None-Match when there is none yet); when another promotion landed in
+between, the write is refused and the decision is taken again against the new champion.
+A store without conditional writes fails the promotion with a StorageError rather than
+risk a lost update.
 """
 
 from __future__ import annotations
@@ -30,6 +39,15 @@ import joblib
 from core.errors import PipelineError
 from core.files import atomic_path, atomic_write_text, seal, sha256_file
 from core.safe_joblib import UnsafeFileError, safe_load
+from core.storage import (
+    Location,
+    StorageError,
+    conditional_put,
+    etag,
+    is_remote,
+    location,
+    store_errors,
+)
 from model.config import ModelConfig
 from model.network import Params, check_params
 
@@ -50,7 +68,7 @@ class ModelError(PipelineError):
 @dataclass(frozen=True)
 class LoadedModel:
     version: str
-    path: Path
+    path: Location
     config: ModelConfig
     params: Params
     bundle: dict[str, Any]
@@ -62,13 +80,15 @@ def new_version_name() -> str:
     return now.strftime("%Y%m%dT%H%M%S") + f".{now.microsecond:06d}Z-{secrets.token_hex(2)}"
 
 
-def publish(models_dir: Path, bundle: dict[str, Any], extra_files: dict[str, Path]) -> str:
+def publish(models_dir: Location, bundle: dict[str, Any], extra_files: dict[str, Location]) -> str:
     """Write a new version folder (bundle, manifest, extra files) atomically; return its name.
 
-    Everything is assembled in a hidden folder and renamed into place, so a version folder
-    that exists is complete.
+    On disk everything is assembled in a hidden folder and renamed into place, so a version
+    folder that exists is complete; on a store the manifest is uploaded last.
     """
-    models_dir = Path(models_dir)
+    models_dir = location(models_dir)
+    if is_remote(models_dir):
+        return _publish_to_store(models_dir, bundle, extra_files)
     models_dir.mkdir(parents=True, exist_ok=True)
     version = new_version_name()
     staging = models_dir / f".staging-{version}"
@@ -78,15 +98,9 @@ def publish(models_dir: Path, bundle: dict[str, Any], extra_files: dict[str, Pat
         with atomic_path(staging / BUNDLE) as tmp:
             joblib.dump(bundle, tmp)
         for name, source in extra_files.items():
-            shutil.copyfile(source, staging / name)
-        manifest = {
-            "version": version,
-            "created": bundle["created"],
-            "fingerprint": bundle["fingerprint"],
-            "test_accuracy": bundle["metrics"]["test_accuracy"],
-            "files": {p.name: sha256_file(p) for p in sorted(staging.iterdir())},
-        }
-        atomic_write_text(staging / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+            _copy(source, staging / name)
+        files = {p.name: sha256_file(p) for p in sorted(staging.iterdir())}
+        atomic_write_text(staging / MANIFEST, _manifest_text(version, bundle, files))
         os.rename(staging, models_dir / version)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -95,10 +109,50 @@ def publish(models_dir: Path, bundle: dict[str, Any], extra_files: dict[str, Pat
     return version
 
 
-def read_manifest(version_dir: Path) -> dict[str, Any]:
-    path = Path(version_dir) / MANIFEST
+def _publish_to_store(
+    models_dir: Location, bundle: dict[str, Any], extra_files: dict[str, Location]
+) -> str:
+    version = new_version_name()
+    version_dir = models_dir / version
+    bundle = {**bundle, "version": version}
+    with atomic_path(version_dir / BUNDLE) as tmp:
+        joblib.dump(bundle, tmp)
+        files = {BUNDLE: sha256_file(tmp)}
+    for name, source in extra_files.items():
+        with atomic_path(version_dir / name) as tmp:
+            _copy(source, tmp)
+            files[name] = sha256_file(tmp)
+    # Last: until the manifest is there, the version does not exist for anyone.
+    atomic_write_text(
+        version_dir / MANIFEST, _manifest_text(version, bundle, dict(sorted(files.items())))
+    )
+    seal(version_dir / BUNDLE)
+    return version
+
+
+def _copy(source: Location, dest: Path) -> None:
+    """Copy a local or store file to the local path ``dest``."""
+    source = location(source)
+    with store_errors(source, "read"), source.open("rb") as src, open(dest, "wb") as out:
+        shutil.copyfileobj(src, out, 1 << 20)
+
+
+def _manifest_text(version: str, bundle: dict[str, Any], files: dict[str, str]) -> str:
+    manifest = {
+        "version": version,
+        "created": bundle["created"],
+        "fingerprint": bundle["fingerprint"],
+        "test_accuracy": bundle["metrics"]["test_accuracy"],
+        "files": files,
+    }
+    return json.dumps(manifest, indent=2) + "\n"
+
+
+def read_manifest(version_dir: Location) -> dict[str, Any]:
+    path = location(version_dir) / MANIFEST
     try:
-        manifest = json.loads(path.read_text())
+        with store_errors(path, "read"):
+            manifest = json.loads(path.read_text())
         manifest["files"][BUNDLE]  # noqa: B018 (presence check)
     except FileNotFoundError:
         raise ModelError(f"{path}: no manifest; this is not a model folder") from None
@@ -109,22 +163,22 @@ def read_manifest(version_dir: Path) -> dict[str, Any]:
     return manifest
 
 
-def find_published(models_dir: Path, fingerprint: str) -> Path | None:
+def find_published(models_dir: Location, fingerprint: str) -> Location | None:
     """The newest intact version trained from ``fingerprint`` (same data and config), if any."""
     for version_dir in sorted(_version_dirs(models_dir), reverse=True):
         with contextlib.suppress(ModelError):
             manifest = read_manifest(version_dir)
             bundle = version_dir / BUNDLE
-            if manifest.get("fingerprint") == fingerprint and bundle.is_file():
+            if manifest.get("fingerprint") == fingerprint and bundle.exists():
                 if sha256_file(bundle) == manifest["files"][BUNDLE]:
                     return version_dir
     return None
 
 
-def resolve(models_dir: Path, ref: str | None) -> Path:
-    """The folder of model ``ref``: a version name, a folder or a model.joblib path; else the
-    champion."""
-    models_dir = Path(models_dir)
+def resolve(models_dir: Location, ref: str | None) -> Location:
+    """The folder of model ``ref``: a version name, a folder or a model.joblib path (local or
+    a store URL); else the champion."""
+    models_dir = location(models_dir)
     if ref is None:
         champion = read_champion(models_dir)
         if champion is None:
@@ -133,22 +187,22 @@ def resolve(models_dir: Path, ref: str | None) -> Path:
                 "or pass --model VERSION|PATH"
             )
         return models_dir / champion["version"]  # read_champion checked it is ours
-    candidate = Path(ref).expanduser()
+    candidate = location(ref)
     if candidate.name == BUNDLE:
         candidate = candidate.parent
-    if candidate.is_dir():
+    if _is_version_dir(candidate):
         return candidate
-    if (models_dir / ref).is_dir():
+    if is_version_name(ref) and _is_version_dir(models_dir / ref):
         return models_dir / ref
     raise ModelError(f"model {ref!r}: no such version in {models_dir} and no such folder")
 
 
-def load(models_dir: Path, ref: str | None = None) -> LoadedModel:
+def load(models_dir: Location, ref: str | None = None) -> LoadedModel:
     """Resolve, verify (SHA-256 before unpickling) and load a model, checking its shapes."""
     version_dir = resolve(models_dir, ref)
     manifest = read_manifest(version_dir)
     path = version_dir / BUNDLE
-    if not path.is_file():
+    if not path.exists():
         raise ModelError(f"{path}: model file is missing")
     if sha256_file(path) != manifest["files"][BUNDLE]:
         raise ModelError(
@@ -168,16 +222,17 @@ def load(models_dir: Path, ref: str | None = None) -> LoadedModel:
     return LoadedModel(manifest["version"], path, config, params, bundle)
 
 
-def read_champion(models_dir: Path) -> dict[str, Any] | None:
+def read_champion(models_dir: Location) -> dict[str, Any] | None:
     """The champion record, or None when there is none yet.
 
     Raises ModelError, naming the file and what is wrong, unless the record is a JSON
     object whose ``version`` is the plain name of a version folder of this registry and
     whose ``test_accuracy`` is a number in [0, 1].
     """
-    path = Path(models_dir) / CHAMPION
+    path = location(models_dir) / CHAMPION
     try:
-        record = json.loads(path.read_text())
+        with store_errors(path, "read"):
+            record = json.loads(path.read_text())
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as err:
@@ -188,7 +243,7 @@ def read_champion(models_dir: Path) -> dict[str, Any] | None:
     version = record.get("version")
     if not is_version_name(version):
         raise _broken_champion(path, f"'version' is not a version name: {version!r}")
-    if not (Path(models_dir) / version).is_dir():
+    if not _is_version_dir(location(models_dir) / version):
         raise _broken_champion(path, f"names version {version}, which is not in {models_dir}")
     if not _is_accuracy(record.get("test_accuracy")):
         raise _broken_champion(path, "'test_accuracy' is missing or not a number in [0, 1]")
@@ -218,19 +273,20 @@ def _is_accuracy(value: Any) -> bool:
     )
 
 
-def champion_version(models_dir: Path) -> str | None:
+def champion_version(models_dir: Location) -> str | None:
     """The version ``champion.json`` names now, or None when there is no champion yet."""
     champion = read_champion(models_dir)
     return None if champion is None else champion["version"]
 
 
 @contextlib.contextmanager
-def champion_lock(models_dir: Path) -> Iterator[None]:
-    """Serialize champion changes across processes on this machine (and NFS with locking)."""
-    Path(models_dir).mkdir(parents=True, exist_ok=True)
-    if fcntl is None:
+def champion_lock(models_dir: Location) -> Iterator[None]:
+    """Serialize champion changes across processes on this machine (and NFS with locking).
+    A no-op on a store, where promotions use conditional writes instead."""
+    if fcntl is None or is_remote(location(models_dir)):
         yield
         return
+    Path(models_dir).mkdir(parents=True, exist_ok=True)
     with open(Path(models_dir) / ".champion.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
@@ -239,25 +295,60 @@ def champion_lock(models_dir: Path) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def write_champion(models_dir: Path, version: str, test_accuracy: float, reason: str) -> None:
+def write_champion(
+    models_dir: Location,
+    version: str,
+    test_accuracy: float,
+    reason: str,
+    expected_etag: str | None | bool = False,
+) -> bool:
+    """Write the champion record; False if ``expected_etag`` (a store's compare-and-swap:
+    None means "no record yet") no longer matches. Local writes always succeed."""
     record = {
         "version": version,
         "test_accuracy": test_accuracy,
         "promoted_at": datetime.now(UTC).isoformat(),
         "reason": reason,
     }
-    path = Path(models_dir) / CHAMPION
-    atomic_write_text(path, json.dumps(record, indent=2) + "\n")
+    path = location(models_dir) / CHAMPION
+    text = json.dumps(record, indent=2) + "\n"
+    if is_remote(path) and expected_etag is not False:
+        if not conditional_put(path, text.encode(), expected_etag):
+            return False
+    else:
+        atomic_write_text(path, text)
+    # For cache freshness only; on a store the record itself is the truth.
     seal(path)
+    return True
+
+
+_CAS_ATTEMPTS = 10
 
 
 def promote_if_not_worse(
-    models_dir: Path, version: str, tolerance: float = 0.0, force: bool = False
+    models_dir: Location, version: str, tolerance: float = 0.0, force: bool = False
 ) -> dict[str, Any]:
     """Make ``version`` champion unless its test accuracy is below the champion's minus
     ``tolerance``; return the decision with its reason."""
-    accuracy = read_manifest(Path(models_dir) / version)["test_accuracy"]
+    models_dir = location(models_dir)
+    accuracy = read_manifest(models_dir / version)["test_accuracy"]
+    for _ in range(_CAS_ATTEMPTS):
+        decision = _decide_and_write(models_dir, version, accuracy, tolerance, force)
+        if decision is not None:
+            return decision
+    raise StorageError(
+        f"{models_dir / CHAMPION}: changed by other runs {_CAS_ATTEMPTS} times while this "
+        "one tried to promote; run again"
+    )
+
+
+def _decide_and_write(
+    models_dir: Location, version: str, accuracy: float, tolerance: float, force: bool
+) -> dict[str, Any] | None:
+    """One promotion attempt; None when a store's conditional write lost a race."""
     with champion_lock(models_dir):
+        # On a store the ETag is read first: a record written after it fails the write.
+        tag = etag(models_dir / CHAMPION) if is_remote(models_dir) else False
         try:
             current = read_champion(models_dir)
         except ModelError:
@@ -284,7 +375,8 @@ def promote_if_not_worse(
                 "kept but not promoted"
             )
         if promoted and (current is None or current["version"] != version):
-            write_champion(models_dir, version, accuracy, reason)
+            if not write_champion(models_dir, version, accuracy, reason, tag):
+                return None
     return {
         "version": version,
         "promoted": promoted,
@@ -293,10 +385,11 @@ def promote_if_not_worse(
     }
 
 
-def promote(models_dir: Path, version: str) -> dict[str, Any]:
+def promote(models_dir: Location, version: str) -> dict[str, Any]:
     """Make ``version`` the champion unconditionally (rollback, or the repair of a broken
     ``champion.json``); it must be a version of this registry and load cleanly."""
-    if not is_version_name(version) or not (Path(models_dir) / version).is_dir():
+    models_dir = location(models_dir)
+    if not is_version_name(version) or not _is_version_dir(models_dir / version):
         raise ModelError(
             f"{version!r} is not a version in {models_dir}: promote takes a name that "
             "`mnist-pipeline models list` shows (a model folder elsewhere can be used "
@@ -313,7 +406,7 @@ def promote(models_dir: Path, version: str) -> dict[str, Any]:
     return {"version": loaded.version, "promoted": True, "reason": "manual promotion"}
 
 
-def list_versions(models_dir: Path) -> list[dict[str, Any]]:
+def list_versions(models_dir: Location) -> list[dict[str, Any]]:
     """Every version, oldest first: version, created, test accuracy, champion mark.
 
     A broken ``champion.json`` marks no version; ``champion_version`` reports it.
@@ -339,7 +432,17 @@ def list_versions(models_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _version_dirs(models_dir: Path) -> list[Path]:
-    if not Path(models_dir).is_dir():
-        return []
-    return [p for p in Path(models_dir).iterdir() if p.is_dir() and not p.name.startswith(".")]
+def _version_dirs(models_dir: Location) -> list[Location]:
+    models_dir = location(models_dir)
+    with store_errors(models_dir, "list"):
+        if not models_dir.is_dir():
+            return []
+        return [
+            p for p in models_dir.iterdir() if not p.name.startswith(".") and _is_version_dir(p)
+        ]
+
+
+def _is_version_dir(path: Location) -> bool:
+    """A folder on disk; on a store, a prefix holding a manifest (written last)."""
+    with store_errors(path, "stat"):
+        return (path / MANIFEST).exists() if is_remote(path) else path.is_dir()

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from core.safe_joblib import safe_load
+from core.storage import location
 
 REPORT_FILE = "report.md"
 PACKAGES = ("numpy", "prefect", "pandas", "pyarrow", "joblib")
@@ -28,7 +29,7 @@ def model_bundle(
         "config": record["config"],
         "classes": list(range(record["config"]["n_classes"])),
         "curve": record["curve"],
-        "metrics": json.loads(Path(metrics_path).read_text()),
+        "metrics": json.loads(location(metrics_path).read_text()),
         "data": data,
         "fingerprint": fingerprint,
         "packages": package_versions(),
@@ -118,7 +119,7 @@ def render_report(
     lines += [f"- {p['true']} → {p['predicted']}: {p['count']}" for p in metrics["most_confused"]]
     lines += ["", "## Plots", ""]
     for name, title in PLOT_TITLES.items():
-        path = Path(plots_dir or ".") / name
+        path = location(plots_dir or ".") / name
         if plots_dir is not None and path.is_file():
             data = base64.b64encode(path.read_bytes()).decode("ascii")
             lines.append(f"![{title}](data:image/png;base64,{data})")

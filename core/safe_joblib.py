@@ -11,12 +11,12 @@ is imported, let alone called.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from joblib.numpy_pickle import NumpyUnpickler
 
 from core.errors import PipelineError
+from core.storage import Location, location, store_errors
 
 # (module, name) pairs a model or fit file may name. NumPy moved its internals from
 # numpy.core to numpy._core in 2.0; files written by either spelling load.
@@ -49,13 +49,14 @@ class _AllowListUnpickler(NumpyUnpickler):
         return super().find_class(module, name)
 
 
-def safe_load(path: str | Path) -> Any:
+def safe_load(path: str | Location) -> Any:
     """The object in the uncompressed joblib file ``path``, built from allowed globals only.
 
     Raises UnsafeFileError (one line naming the file) for a forbidden global or a file
     that is not an uncompressed joblib pickle; OSError if it cannot be read.
     """
-    with open(path, "rb") as handle:
+    path = location(path)
+    with store_errors(path, "read"), path.open("rb") as handle:
         try:
             return _AllowListUnpickler(str(path), handle, ensure_native_byte_order=True).load()
         except UnsafeFileError:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.errors import PipelineError
+from core.storage import Location, is_remote, location
 
 DEFAULT_MIRRORS: tuple[str, ...] = (
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
@@ -49,7 +50,8 @@ DEFAULT_RETRY_DELAYS: tuple[float, ...] = (2.0, 5.0, 15.0)
 class Settings:
     """Resolved settings for one run."""
 
-    artifacts: Path
+    # A local folder (resolved), or a store URL (core.storage): s3://bucket/prefix.
+    artifacts: Location
     mirrors: tuple[str, ...] = DEFAULT_MIRRORS
     checksums: dict[str, str] = field(default_factory=lambda: dict(MNIST_SHA256))
     retry_delays: tuple[float, ...] = DEFAULT_RETRY_DELAYS
@@ -68,7 +70,7 @@ class Settings:
         delays = os.environ.get(ENV_RETRY_DELAYS)
         checksums_file = checksums_file or os.environ.get(ENV_CHECKSUMS)
         return cls(
-            artifacts=Path(root).expanduser().resolve(),
+            artifacts=_artifacts_root(root),
             mirrors=mirrors or DEFAULT_MIRRORS,
             checksums=read_checksums(Path(checksums_file))
             if checksums_file
@@ -77,21 +79,27 @@ class Settings:
         )
 
     @property
-    def data_dir(self) -> Path:
+    def data_dir(self) -> Location:
         return self.artifacts / "data"
 
     @property
-    def raw_dir(self) -> Path:
+    def raw_dir(self) -> Location:
         return self.data_dir / "raw"
 
     @property
-    def models_dir(self) -> Path:
+    def models_dir(self) -> Location:
         return self.artifacts / "models"
 
     @property
-    def results_dir(self) -> Path:
+    def results_dir(self) -> Location:
         """Prefect result and cache-record storage, shared by CLI, serve and workers."""
         return self.artifacts / ".prefect-results"
+
+
+def _artifacts_root(root: str | Path) -> Location:
+    """A local root resolved now (runs in other working folders find it); a store URL as is."""
+    path = location(root)
+    return path if is_remote(path) else path.expanduser().resolve()
 
 
 def _absolute(mirror: str) -> str:

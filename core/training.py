@@ -9,13 +9,13 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import joblib
 
 from core.dataset import read_split
 from core.files import atomic_path, seal
+from core.storage import Location, location
 from model.config import ModelConfig, preset
 from model.train import EpochStats, fit
 
@@ -46,9 +46,9 @@ def fingerprint(source_sha256: dict[str, str], config: dict[str, Any]) -> str:
 
 
 def train_on_split(
-    split_path: Path,
+    split_path: str | Location,
     config: dict[str, Any],
-    work_dir: Path,
+    work_dir: str | Location,
     on_epoch: Callable[[EpochStats], None] | None = None,
 ) -> dict[str, Any]:
     """Fit the network on the split at ``split_path`` and save ``work_dir/fit.joblib``.
@@ -56,9 +56,9 @@ def train_on_split(
     Returns the fit file's path and SHA-256, and the run's headline numbers.
     """
     cfg = ModelConfig.from_dict(config)
-    X, y = read_split(Path(split_path))
+    X, y = read_split(split_path)
     result = fit(X, y, cfg, on_epoch=on_epoch)
-    dest = Path(work_dir) / FIT_FILE
+    dest = location(work_dir) / FIT_FILE
     record = {
         "params": [(W, b) for W, b in result.params],
         "config": cfg.to_dict(),

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from prefect import flow
 from prefect.futures import PrefectFuture
 
 from core.settings import Settings
+from core.storage import location
 from flows import report, results_in_order, submit_cached
 from tasks import ingest
 
@@ -31,7 +31,7 @@ def submit_ingestion(settings: Settings, force: bool = False) -> dict[str, Prefe
             name=name,
             sha256=digest,
             mirrors=settings.mirrors,
-            raw_dir=settings.raw_dir,
+            raw_dir=str(settings.raw_dir),
         )
     converts: list[PrefectFuture] = []
     for split in SPLITS:
@@ -43,13 +43,13 @@ def submit_ingestion(settings: Settings, force: bool = False) -> dict[str, Prefe
         future = submit_cached(
             ingest.convert,
             settings,
-            [Path(source["path"])],
+            [location(source["path"])],
             force,
             step=f"convert {split}",
             wait_for=converts[-1:],
             images_gz=futures[f"download {images}"],
             labels_gz=futures[f"download {labels}"],
-            dest=Path(source["path"]),
+            dest=source["path"],
             checksums=source["source_sha256"],
         )
         futures[f"convert {split}"] = future

@@ -94,11 +94,11 @@ def sweep_flow(
         label = config_label(config)
         fit = futures[f"train {label}"] = submit_cached(
             train_model, settings, [work_dir / FIT_FILE], force, f"train {label}",
-            train=train_data, config=config, work_dir=work_dir,
+            train=train_data, config=config, work_dir=str(work_dir),
         )  # fmt: skip
         futures[f"evaluate {label}"] = submit_cached(
             evaluate_model, settings, evaluation_outputs(work_dir), force, f"evaluate {label}",
-            fit=fit, test=test_data, work_dir=work_dir,
+            fit=fit, test=test_data, work_dir=str(work_dir),
         )  # fmt: skip
         runs.append((label, config, run_id))
     wait(list(futures.values()))

@@ -67,11 +67,11 @@ def training_flow(
     # that is always the bytes the step reads, with no need to reason about conversion.
     futures["train"] = submit_cached(
         train_model, settings, [work_dir / FIT_FILE], force, "train",
-        train=futures["convert train"], config=config, work_dir=work_dir,
+        train=futures["convert train"], config=config, work_dir=str(work_dir),
     )  # fmt: skip
     futures["evaluate"] = submit_cached(
         evaluate_model, settings, evaluation_outputs(work_dir), force, "evaluate",
-        fit=futures["train"], test=futures["convert test"], work_dir=work_dir,
+        fit=futures["train"], test=futures["convert test"], work_dir=str(work_dir),
     )  # fmt: skip
     # Before publishing: a failed step raises here as itself (see results_in_order).
     done = results_in_order(futures)
@@ -133,11 +133,11 @@ def submit_publication(
             "test_parquet_sha256": test_data["sha256"],
             "source_sha256": settings.checksums,
         },
-        models_dir=models_dir,
+        models_dir=str(models_dir),
     )  # fmt: skip
     promote = submit_cached(
         promote_model, settings, [models_dir / registry.CHAMPION], force, "promote",
-        version=persist.result()["version"], models_dir=models_dir,
+        version=persist.result()["version"], models_dir=str(models_dir),
         tolerance=tolerance, force_promote=force_promote, preset=preset,
     )  # fmt: skip
     return {"persist": persist, "promote": promote}

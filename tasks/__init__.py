@@ -13,15 +13,19 @@ refreshes the cache record.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from prefect.cache_policies import INPUTS, TASK_SOURCE, CachePolicy
+from prefect.exceptions import ObjectAlreadyExists
+from prefect.filesystems import WritableFileSystem
 
 from core.code_digest import INGEST_PACKAGES, MODEL_PACKAGES, code_digest
 from core.files import is_intact
+from core.storage import Location, is_remote
 
 
 @dataclass(kw_only=True)  # the base class's first field is key_storage
@@ -48,11 +52,34 @@ INGEST = (INPUTS - "mirrors") + TASK_SOURCE + CodeDigest(packages=INGEST_PACKAGE
 
 
 def cache_options(
-    results_dir: Path, outputs: Iterable[Path], force: bool = False
+    results_dir: Location, outputs: Iterable[Location], force: bool = False
 ) -> dict[str, Any]:
     """``Task.with_options`` keywords: persist to ``results_dir``; refresh if outputs changed."""
     return {
-        "result_storage": Path(results_dir),
+        "result_storage": result_storage(results_dir),
         "persist_result": True,
         "refresh_cache": force or not all(is_intact(p) for p in outputs),
     }
+
+
+def result_storage(results_dir: Location) -> Path | WritableFileSystem:
+    """Where Prefect keeps results and cache records: the folder itself, or for a store URL
+    a ``RemoteFileSystem`` block on it.
+
+    Prefect 3 refuses result storage that is not saved server-side, so the block is saved
+    under a name derived from the URL (the same root always gets the same block; saving
+    again overwrites it with the same contents).
+    """
+    if not is_remote(results_dir):
+        return Path(results_dir)
+    from prefect.filesystems import RemoteFileSystem
+
+    url = str(results_dir)
+    # Listings uncached: a cache record another process wrote must be seen.
+    block = RemoteFileSystem(basepath=url, settings={"use_listings_cache": False})
+    name = "mnist-results-" + hashlib.sha256(url.encode()).hexdigest()[:12]
+    try:
+        block.save(name, overwrite=True)
+    except ObjectAlreadyExists:  # another run saved it between our check and our write
+        block = RemoteFileSystem.load(name)
+    return block

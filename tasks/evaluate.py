@@ -2,29 +2,30 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger, task
 
 from core.evaluation import METRICS_FILE, PLOTS, evaluate_fit
+from core.storage import location
 from tasks import CONTENT
 
 
 @task(cache_policy=CONTENT)
-def evaluate_model(fit: dict[str, Any], test: dict[str, Any], work_dir: Path) -> dict[str, Any]:
+def evaluate_model(fit: dict[str, Any], test: dict[str, Any], work_dir: str) -> dict[str, Any]:
     """Score the held-out test split and write metrics and plots beside the weights.
 
     ``test`` is the convert step's record of the split, as for ``train_model``.
     """
-    result = evaluate_fit(fit, Path(test["path"]), Path(work_dir))
+    result = evaluate_fit(fit, test["path"], work_dir)
+    work_dir = location(work_dir)
     get_run_logger().info(
         "test accuracy %.4f, log-loss %.4f on %d held-out images",
         result["test_accuracy"], result["test_log_loss"], result["n_test"],
     )  # fmt: skip
     return {
-        "metrics_path": str(Path(work_dir) / METRICS_FILE),
+        "metrics_path": str(work_dir / METRICS_FILE),
         "test_accuracy": result["test_accuracy"],
         "test_log_loss": result["test_log_loss"],
-        "plots": [str(Path(work_dir) / name) for name in PLOTS],
+        "plots": [str(work_dir / name) for name in PLOTS],
     }

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger, task
@@ -14,6 +13,7 @@ from core.code_digest import MODEL_PACKAGES, code_digest
 from core.evaluation import METRICS_FILE, evaluation_outputs
 from core.files import atomic_write_text
 from core.report import REPORT_FILE, model_bundle, render_report
+from core.storage import location
 from tasks import CONTENT
 
 
@@ -23,30 +23,32 @@ def publish_model(
     evaluation: dict[str, Any],
     data: dict[str, Any],
     fingerprint: str,
-    models_dir: Path,
+    models_dir: str,
 ) -> dict[str, Any]:
     """Persist weights, config, curve, metrics and provenance as a new model version."""
-    metrics_path = Path(evaluation["metrics_path"])
-    bundle = model_bundle(Path(fit["path"]), metrics_path, data, fingerprint)
+    metrics_path = location(evaluation["metrics_path"])
+    bundle = model_bundle(fit["path"], metrics_path, data, fingerprint)
     extra = {path.name: path for path in evaluation_outputs(metrics_path.parent)}
-    version = registry.publish(Path(models_dir), bundle, extra)
+    models_dir = location(models_dir)
+    version = registry.publish(models_dir, bundle, extra)
     get_run_logger().info("model saved as version %s", version)
-    return {"version": version, "path": str(Path(models_dir) / version / registry.BUNDLE)}
+    return {"version": version, "path": str(models_dir / version / registry.BUNDLE)}
 
 
 @task(cache_policy=CONTENT)
 def promote_model(
     version: str,
-    models_dir: Path,
+    models_dir: str,
     tolerance: float = 0.0,
     force_promote: bool = False,
     preset: str | None = None,
 ) -> dict[str, Any]:
     """Make the new version champion unless it is worse; write the report saying which."""
-    decision = registry.promote_if_not_worse(Path(models_dir), version, tolerance, force_promote)
-    version_dir = Path(models_dir) / version
+    models_dir = location(models_dir)
+    decision = registry.promote_if_not_worse(models_dir, version, tolerance, force_promote)
+    version_dir = models_dir / version
     metrics = json.loads((version_dir / METRICS_FILE).read_text())
-    bundle = registry.load(Path(models_dir), version).bundle
+    bundle = registry.load(models_dir, version).bundle
     provenance = {
         "preset": preset,
         "config": bundle["config"],

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger, task
@@ -15,7 +14,7 @@ from tasks import CONTENT
 
 
 @task(cache_policy=CONTENT)
-def train_model(train: dict[str, Any], config: dict[str, Any], work_dir: Path) -> dict[str, Any]:
+def train_model(train: dict[str, Any], config: dict[str, Any], work_dir: str) -> dict[str, Any]:
     """Fit the network on the training split and save its weights and learning curve.
 
     ``train`` is the convert step's record of the split (path, rows, SHA-256 of the
@@ -39,4 +38,4 @@ def train_model(train: dict[str, Any], config: dict[str, Any], work_dir: Path) -
             update_progress_artifact(progress, progress=100.0 * stats.epoch / epochs)
             last_update[0] = time.monotonic()
 
-    return train_on_split(Path(train["path"]), config, Path(work_dir), on_epoch)
+    return train_on_split(train["path"], config, work_dir, on_epoch)
