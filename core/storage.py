@@ -102,6 +102,11 @@ def is_remote(path: Location) -> bool:
     return not isinstance(path, Path)
 
 
+def identity(path: Location) -> str:
+    """What makes two paths one file, by name: the resolved local path, or the URL."""
+    return str(path) if is_remote(path) else str(Path(path).resolve())
+
+
 def url(path: Location) -> str:
     """What to show a user, and what to pass between tasks: the URL or the local path."""
     return str(path)

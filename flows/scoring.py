@@ -89,7 +89,8 @@ def scoring_flow(
             key="mnist-scoring-rejects",
             description=f"rejected rows, first {REJECTS_SHOWN} of each file",
         )
-    labelled = [f for f in files if f.get("confusion_matrix") is not None]
+    # A labelled file whose every row was rejected has no accuracy to report.
+    labelled = [f for f in files if f.get("confusion_matrix") is not None and f.get("scored")]
     if labelled:
         create_markdown_artifact(
             _confusion_report(labelled),

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import errno
 import functools
-from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger, task
@@ -19,13 +18,14 @@ from prefect.cache_policies import NO_CACHE
 from core import registry
 from core.scoring.jobs import Job
 from core.scoring.score_file import score_file
+from core.storage import location
 from model.predict import predict_proba_pixels
 
 
 @task(cache_policy=NO_CACHE)
-def locate_model(models_dir: Path, ref: str | None) -> dict[str, Any]:
+def locate_model(models_dir: str, ref: str | None) -> dict[str, Any]:
     """Resolve the model to score with (the champion by default) and verify it loads."""
-    loaded = registry.load(Path(models_dir), ref)
+    loaded = registry.load(location(models_dir), ref)
     get_run_logger().info(
         "scoring with model %s (test accuracy %.4f)",
         loaded.version, loaded.bundle["metrics"]["test_accuracy"],
@@ -51,7 +51,7 @@ def _transient_io_error(task: Any, task_run: Any, state: Any) -> bool:
 
 def _predictor(model: dict[str, Any]) -> functools.partial:
     """predict_proba_pixels bound to the model's weights, loaded and verified from its path."""
-    loaded = registry.load(Path(model["path"]).parent, model["path"])
+    loaded = registry.load(location(model["path"]).parent, model["path"])
     return functools.partial(predict_proba_pixels, loaded.params)
 
 
@@ -67,7 +67,11 @@ def _predictor(model: dict[str, Any]) -> functools.partial:
 def score_csv(job: Job, model: dict[str, Any], fmt: str = "csv") -> dict[str, Any]:
     """Score one CSV file with the verified model; write predictions and rejects."""
     summary = score_file(
-        Path(job.input), Path(job.output), Path(job.rejects), _predictor(model), fmt=fmt
+        location(job.input),
+        location(job.output),
+        location(job.rejects),
+        _predictor(model),
+        fmt=fmt,
     ).to_dict()
     logger = get_run_logger()
     logger.info(

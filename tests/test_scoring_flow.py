@@ -388,3 +388,18 @@ def test_without_labels_or_rejects_no_accuracy_column_and_no_rejects_report(trai
     assert sorted(a.key for a in artifacts) == ["mnist-scoring-summary"]
     (row,) = json.loads(artifacts[0].data)
     assert "accuracy" not in row and "error" not in row and row["rejected"] == 0
+
+
+def test_a_labelled_file_with_every_row_rejected_is_reported_not_a_crash(trained, tmp_path):
+    """Regression: the labelled-inputs report formatted the accuracy of a file that had
+    none (no row scored), and the flow died with a TypeError."""
+    with open(tmp_path / "all_bad.csv", "w") as f:
+        f.write("label," + HEADER + "\n1,2,3\n4,5\n")
+    done = run_cli(
+        "score", str(tmp_path / "all_bad.csv"), "--output-dir", str(tmp_path / "out"),
+        "--artifacts", str(trained),
+    )  # fmt: skip
+    assert done.returncode == 3, done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    assert len(read_rows(tmp_path / "out" / "all_bad.rejects.csv")) == 2
+    assert "0/2 rows scored, 2 rejected" in done.stdout

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import PipelineError
+from core.storage import Location, identity, is_remote, is_url, location, store_errors
 
 FORMATS = ("csv", "parquet")
 
@@ -30,7 +31,7 @@ class Job:
     rejects: str
 
 
-def input_stem(path: Path) -> str:
+def input_stem(path: Location) -> str:
     """``digits.csv.gz`` → ``digits``; ``digits.csv`` → ``digits``."""
     name = path.name
     for suffix in (".gz", ".csv"):
@@ -38,16 +39,35 @@ def input_stem(path: Path) -> str:
     return name
 
 
-def expand_inputs(patterns: list[str]) -> list[Path]:
-    """Paths and globs, in the order given; a pattern matching nothing is kept as a path, so
-    that scoring reports it as missing."""
-    paths: list[Path] = []
+def expand_inputs(patterns: list[str]) -> list[Location]:
+    """Paths and globs (local, or store URLs such as ``s3://bucket/in/*.csv``), in the order
+    given; a pattern matching nothing is kept as a path, so that scoring reports it as
+    missing."""
+    paths: list[Location] = []
+    seen: set[str] = set()
     for pattern in patterns:
-        matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else []
+        matches = _glob(pattern) if glob.has_magic(pattern) else []
         for p in matches or [pattern]:
-            if Path(p).resolve() not in [q.resolve() for q in paths]:
-                paths.append(Path(p))
+            path = location(p)
+            if identity(path) not in seen:
+                seen.add(identity(path))
+                paths.append(path)
     return paths
+
+
+def _glob(pattern: str) -> list[str]:
+    if not is_url(pattern):
+        return sorted(glob.glob(pattern))
+    base = location(pattern)
+    if not is_remote(base):  # file://
+        return sorted(glob.glob(str(base)))
+    with store_errors(base, "list"):
+        found = base.fs.glob(base.path)
+    return sorted(base.fs.unstrip_protocol(p) for p in found)
+
+
+def _absolute(path: Location) -> Location:
+    return path if is_remote(path) else Path(path).absolute()
 
 
 def plan_jobs(inputs: list[str], output: str | None, output_dir: str | None, fmt: str) -> list[Job]:
@@ -67,9 +87,9 @@ def plan_jobs(inputs: list[str], output: str | None, output_dir: str | None, fmt
             raise ScoringUsageError(
                 f"--output takes one input, got {len(paths)}; use --output-dir for several"
             )
-        out = Path(output).absolute()
+        out = _absolute(location(output))
         rejects = out.with_name(out.stem + ".rejects.csv")
-        jobs = [Job(str(paths[0].absolute()), str(out), str(rejects))]
+        jobs = [Job(str(_absolute(paths[0])), str(out), str(rejects))]
         _refuse_clashes(jobs, paths)
         return jobs
     jobs, seen = [], {}
@@ -81,10 +101,10 @@ def plan_jobs(inputs: list[str], output: str | None, output_dir: str | None, fmt
                 "score them into different --output-dir folders"
             )
         seen[stem] = path
-        base = Path(output_dir).absolute() / stem
+        base = _absolute(location(output_dir)) / stem
         jobs.append(
             Job(
-                str(path.absolute()),
+                str(_absolute(path)),
                 str(base.with_name(f"{stem}.predictions.{fmt}")),
                 str(base.with_name(f"{stem}.rejects.csv")),
             )
@@ -93,7 +113,7 @@ def plan_jobs(inputs: list[str], output: str | None, output_dir: str | None, fmt
     return jobs
 
 
-def _refuse_clashes(jobs: list[Job], inputs: list[Path]) -> None:
+def _refuse_clashes(jobs: list[Job], inputs: list[Location]) -> None:
     """Raise ScoringUsageError if a job would write over any input, or two writes collide.
 
     Paths are compared resolved (symlinks followed) and, for files that exist, by inode
@@ -103,19 +123,22 @@ def _refuse_clashes(jobs: list[Job], inputs: list[Path]) -> None:
     taken = {key: f"input {path}" for path in inputs for key in _identities(path)}
     for job in jobs:
         for kind, path in (("predictions", job.output), ("rejects", job.rejects)):
-            for key in _identities(Path(path)):
+            for key in _identities(location(path)):
                 if key in taken:
                     raise ScoringUsageError(
                         f"the {kind} of {job.input} would overwrite {taken[key]} "
                         f"(as {path}); nothing was written"
                     )
-            for key in _identities(Path(path)):
+            for key in _identities(location(path)):
                 taken[key] = f"the {kind} of {job.input}"
 
 
-def _identities(path: Path) -> list[tuple[Any, ...]]:
-    """What makes two paths one file: the resolved path, and (device, inode) if it exists."""
-    keys: list[tuple[Any, ...]] = [("path", str(path.resolve()))]
+def _identities(path: Location) -> list[tuple[Any, ...]]:
+    """What makes two paths one file: the resolved path (a store's: the URL), and (device,
+    inode) if it exists locally."""
+    keys: list[tuple[Any, ...]] = [("path", identity(path))]
+    if is_remote(path):
+        return keys
     try:
         st = path.stat()
     except OSError:

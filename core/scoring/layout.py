@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import io
 import re
 from dataclasses import dataclass
 from functools import cached_property
@@ -22,6 +23,10 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
+
+from core.storage import Location, describe, is_remote, is_store_fault
+
+_READ_BUFFER = 1 << 20
 
 N_PIXELS = 784
 PIXEL_NAMES = tuple(f"pixel{j}" for j in range(N_PIXELS))
@@ -99,19 +104,27 @@ class Layout:
         return [int(self.limits[c]) for c in self.numeric_cols]
 
 
-def open_binary(path: Path) -> BinaryIO:
-    """Open ``path`` for reading bytes, transparently gunzipping; file-level errors raised.
+def open_binary(path: Location) -> BinaryIO:
+    """Open ``path`` (local, or a store URL: read as a buffered stream of ranged GETs) for
+    reading bytes, transparently gunzipping; file-level errors raised.
 
     A gzip stream is returned as a GzipFile whose ``fileobj`` the caller closes too.
     """
     try:
-        raw = open(path, "rb")  # noqa: SIM115 - returned to the caller, who closes it
+        raw = path.open("rb")  # noqa: SIM115 - returned to the caller, who closes it
+        if is_remote(path):
+            # fsspec's file lacks readline(size), which the reader's long-line guard needs;
+            # a standard buffered reader over it has every method a local file has.
+            raw = io.BufferedReader(raw, _READ_BUFFER)
     except FileNotFoundError:
         raise InputFileError(path, "file not found") from None
     except IsADirectoryError:
         raise InputFileError(path, "is a directory, not a file") from None
-    except OSError as e:
-        raise InputFileError(path, f"cannot be opened ({e.strerror})") from None
+    except Exception as e:
+        if not is_store_fault(e):
+            raise
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else describe(e)
+        raise InputFileError(path, f"cannot be opened ({reason})") from None
     magic = raw.read(6)
     raw.seek(0)
     if magic.startswith(_GZIP_MAGIC):

@@ -27,6 +27,7 @@ import numpy as np
 from core.scoring.careful import NEWLINE, ParsedChunk
 from core.scoring.fast_scan import scan_chunk
 from core.scoring.layout import InputFileError, Layout, layout_from_first_line, open_binary
+from core.storage import location
 
 # A Kaggle row is at most ~3.2 kB; anything this long is not a pixel CSV, and the cap keeps
 # memory bounded on binary or newline-free input.
@@ -113,7 +114,7 @@ class PixelCsvReader:
     def __init__(self, path: Path, chunk_rows: int = 2048, workers: int = 2) -> None:
         if chunk_rows < 1:
             raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
-        self.path = Path(path)
+        self.path = location(path)
         self.chunk_rows = chunk_rows
         self.workers = max(1, workers)
         self._f = open_binary(self.path)

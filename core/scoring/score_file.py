@@ -34,6 +34,7 @@ from core.scoring.writers import (
     arrow_strings,
     output_schema,
 )
+from core.storage import identity, is_remote, location
 
 __all__ = ["OUTPUT_COLUMNS", "InputFileError", "ScoreSummary", "score_file"]
 
@@ -149,7 +150,7 @@ def _score_chunk(
 def _check_args(input_path: Path, output_path: Path, rejects_path: Path, fmt: str) -> None:
     if fmt not in ("csv", "parquet"):
         raise ValueError(f"fmt must be 'csv' or 'parquet', got {fmt!r}")
-    resolved = [p.resolve() for p in (input_path, output_path, rejects_path)]
+    resolved = [identity(p) for p in (input_path, output_path, rejects_path)]
     if len(set(resolved)) != 3:
         raise ValueError(
             "input, output and rejects paths must be three different files, got "
@@ -175,14 +176,15 @@ def score_file(
     to ``rejects_path`` and every other row is scored.
     """
     start = time.perf_counter()
-    paths = (Path(input_path), Path(output_path), Path(rejects_path))
+    paths = (location(input_path), location(output_path), location(rejects_path))
     _check_args(*paths, fmt)
     with PixelCsvReader(paths[0], chunk_rows=chunk_rows, workers=workers) as reader:
         layout = reader.layout
         schema = output_schema(layout)
         tally = _Tally(has_labels=layout.label_col is not None)
         for p in paths[1:]:
-            p.parent.mkdir(parents=True, exist_ok=True)
+            if not is_remote(p):  # a store has no folders (and s3fs's mkdir makes buckets)
+                p.parent.mkdir(parents=True, exist_ok=True)
         predictions = PredictionWriter(paths[1], fmt, schema)
         rejects = RejectsWriter(paths[2])
         try:

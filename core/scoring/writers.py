@@ -15,6 +15,7 @@ import contextlib
 import csv
 import io
 import os
+import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
@@ -25,6 +26,7 @@ import pyarrow.parquet as pq
 
 from core.files import temporary_path
 from core.scoring.layout import Layout
+from core.storage import Location, is_remote, put_file, store_errors
 
 REJECT_COLUMNS = ("ImageId", "Line", "Reason")
 REJECT_COLUMNS_LINE = (",".join(REJECT_COLUMNS) + "\n").encode()  # how our rejects begin
@@ -32,15 +34,30 @@ PARQUET_ROW_GROUP = 65_536  # chunks are small; batch them so row groups are not
 
 
 class AtomicFile:
-    """A temp file beside ``path`` that becomes ``path`` only on commit()."""
+    """A temp file beside ``path`` that becomes ``path`` only on commit(). For a store
+    ``path``, a local temp file that commit() uploads whole (one PUT, or a multipart upload
+    completed only when every part is in), so the key never holds a partial object."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Location) -> None:
         self.path = path
+        if is_remote(path):
+            fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".upload")
+            os.close(fd)
+            self.tmp = Path(name)
+            self.file: BinaryIO = open(self.tmp, "wb")  # noqa: SIM115 - closed in commit/discard
+            return
         # Not mkstemp: its 0600 mode would survive the rename; "x" honours the umask.
         self.tmp = temporary_path(path)
-        self.file: BinaryIO = open(self.tmp, "xb")  # noqa: SIM115 - closed in commit/discard
+        self.file = open(self.tmp, "xb")  # noqa: SIM115 - closed in commit/discard
 
     def commit(self) -> None:
+        if is_remote(self.path):
+            self.file.close()
+            try:
+                put_file(self.tmp, self.path)
+            finally:
+                self.tmp.unlink(missing_ok=True)
+            return
         self.file.flush()
         os.fsync(self.file.fileno())  # the rename must not land before the data does
         self.file.close()
@@ -148,18 +165,19 @@ class RejectsWriter:
             self.out.discard()
 
 
-def remove_stale_rejects(path: Path) -> bool:
+def remove_stale_rejects(path: Location) -> bool:
     """Remove an earlier run's rejects file at ``path``, which would blame rows that are fine
     now - but only if it is recognizably ours (header ``ImageId,Line,Reason``). Anything
     else there is left alone: it may be someone's data (another job's input, say)."""
     try:
-        with open(path, "rb") as f:
+        with store_errors(path, "read"), path.open("rb") as f:
             first = f.readline(len(REJECT_COLUMNS_LINE) + 4)  # + a BOM, a CR
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         return False
     if first.replace(b"\r\n", b"\n").lstrip(b"\xef\xbb\xbf") != REJECT_COLUMNS_LINE:
         return False
-    path.unlink(missing_ok=True)
+    with store_errors(path, "delete"):
+        path.unlink(missing_ok=True)
     return True
 
 
