@@ -277,3 +277,60 @@ class MotoServer:
 
     def stop(self) -> None:
         stop_process_group(self.proc)
+
+
+class StoreOutage:
+    """A loopback HTTP proxy in front of an S3 endpoint that stops answering (HTTP 503 to
+    everything) from the first request ``trips(method, path)`` is true for: a store that
+    goes away in the middle of a run, injected at the network boundary."""
+
+    def __init__(self, target: str, trips) -> None:
+        import http.client
+        import urllib.parse
+
+        target_host = urllib.parse.urlsplit(target).netloc
+        outage = self
+
+        class Forward(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _any(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if outage.down or trips(self.command, self.path):
+                    outage.down = True
+                    self.send_response(503)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                conn = http.client.HTTPConnection(target_host, timeout=30)
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "connection"}
+                conn.request(self.command, self.path, body=body, headers=headers)
+                reply = conn.getresponse()
+                data = reply.read()
+                self.send_response(reply.status)
+                # A HEAD reply keeps the object's length: it is what s3fs reads as its size.
+                skip = {"connection", "transfer-encoding"}
+                if self.command != "HEAD":
+                    skip.add("content-length")
+                for key, value in reply.getheaders():
+                    if key.lower() not in skip:
+                        self.send_header(key, value)
+                if self.command != "HEAD":
+                    self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                conn.close()
+
+            do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _any
+
+        self.down = False
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Forward)
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
