@@ -16,6 +16,7 @@ from core.storage import (
     is_remote,
     location,
 )
+from tests.conftest import run_cli
 
 
 def test_local_paths_stay_pathlib(tmp_path: Path) -> None:
@@ -70,3 +71,21 @@ def test_missing_bucket_names_the_url(s3_server) -> None:
     dest = location("s3://no-such-bucket-here/x.txt")
     with pytest.raises(StorageError, match="^s3://no-such-bucket-here/x.txt .*no such bucket"):
         atomic_write_text(dest, "x")
+
+
+@pytest.mark.parametrize(
+    ("flag", "expected"),
+    [
+        (
+            "gs://bucket/root",
+            "gs://bucket/root: gs:// needs gcsfs: pip install 'mnist-pipeline[gcs]'",
+        ),
+        ("nope://bucket/root", "nope://bucket/root: unknown storage scheme nope://"),
+    ],
+)
+def test_cli_names_the_missing_extra_or_unknown_scheme(flag: str, expected: str) -> None:
+    """gcsfs is not in the dev lock, so gs:// stands for any store whose extra is missing."""
+    result = run_cli("models", "list", "--artifacts", flag)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], result.stderr
