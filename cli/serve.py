@@ -10,6 +10,7 @@ import os
 import sys
 
 from core.settings import ENV_ARTIFACTS, Settings
+from core.storage import is_remote
 from flows.deployments import DEFAULT_PORT, ENV_TIMEZONE, NIGHTLY_CRON, SCORING, TRAINING
 
 # As cli.main's: 0 success, 2 unusable invocation (bad schedule, no server, port in use).
@@ -108,6 +109,13 @@ def _cmd_stack(args: argparse.Namespace) -> int:
     from flows.deployments import DeploymentError
 
     artifacts = Settings.from_env(artifacts=args.artifacts).artifacts
+    if is_remote(artifacts):
+        return _usage_error(
+            "stack",
+            f"--artifacts {artifacts}: the stack keeps its server's database and log under the "
+            "artifacts root, which must be a local folder; with a store root, start a "
+            "`prefect server` yourself and run `mnist-pipeline serve --artifacts URL`",
+        )
 
     def ready(api: str) -> None:
         _say(f"prefect server: {api.removesuffix('/api')} (log {artifacts}/.prefect-server)")

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from core.settings import SettingsError
+from core.storage import is_remote, location
 
 if TYPE_CHECKING:  # Prefect is imported when used: the CLI sets its environment first
     from prefect.deployments.runner import RunnerDeployment
@@ -91,7 +92,8 @@ def build_deployments(
     from flows.training import training_flow
 
     check_schedule(cron, timezone)
-    root = str(Path(artifacts).expanduser().resolve())
+    root = location(artifacts)
+    root = str(root if is_remote(root) else root.expanduser().resolve())
     # Module entrypoints: a run imports flows.training wherever the serve process runs.
     nightly = training_flow.to_deployment(
         name=TRAINING.split("/")[1],

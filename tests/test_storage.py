@@ -89,3 +89,17 @@ def test_cli_names_the_missing_extra_or_unknown_scheme(flag: str, expected: str)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and expected in lines[0], result.stderr
+
+
+def test_deployments_carry_a_store_root_as_its_url() -> None:
+    from flows.deployments import build_deployments
+
+    deployments = build_deployments("s3://bucket/root", "UTC", "0 3 * * *")
+    assert [d.parameters["artifacts"] for d in deployments] == ["s3://bucket/root"] * 2
+
+
+def test_the_stack_refuses_a_store_root_in_one_line() -> None:
+    result = run_cli("stack", "--artifacts", "s3://bucket/root")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "must be a local folder" in lines[0], result.stderr
