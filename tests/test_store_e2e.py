@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import csv
 import io
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import s3fs
 
 from tests.conftest import run_cli
-from tests.support import S3_ENV, StoreOutage, synthetic_digits
+from tests.support import REPO, S3_ENV, StoreOutage, synthetic_digits
 
 pytestmark = pytest.mark.e2e
 
@@ -184,3 +187,16 @@ def test_the_store_going_away_mid_run_is_one_line_and_the_champion_stays(
     assert listed.stdout.count("\n") == 1 + len(
         [v for v in versions_before if not v.endswith((".json", ".sha256"))]
     ), listed.stdout
+
+
+def test_fsspecs_own_endpoint_variable_works_too(trained_on_store, s3_server):
+    """FSSPEC_S3_ENDPOINT_URL instead of AWS_ENDPOINT_URL (MinIO, Ceph, R2 setups)."""
+    root, _ = trained_on_store
+    env = {key: value for key, value in os.environ.items() if key != "AWS_ENDPOINT_URL"}
+    env["FSSPEC_S3_ENDPOINT_URL"] = s3_server.endpoint
+    listed = subprocess.run(
+        [sys.executable, "-m", "cli.main", "models", "list", "--artifacts", root],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert listed.returncode == 0, listed.stderr
+    assert "*" in listed.stdout  # the champion, read from the store
