@@ -5,8 +5,11 @@ Run by hand from the repo root (needs the dev lock: s3fs and moto):
     .venv/bin/python benchmarks/bench_store.py [--rows 1000000] [--rounds 2]
 
 It writes a Kaggle train.csv-format file of --rows rows (real MNIST images tiled, as
-bench_score.py does; ~1.8 GB at 1M rows), starts a real S3 API on loopback (moto's
-server) and uploads the file there. Then, alternating the order each round, it scores
+bench_score.py does; ~1.8 GB at 1M rows), gzips it (the scorer reads .csv.gz as it
+comes), starts a real S3 API on loopback (moto's server) and uploads the file there.
+Gzipped because moto is no store for 1.8 GB objects: it holds them in memory several
+times over, and was OOM-killed at 16 GB taking the plain 1M-row file. Both sides read
+the same .csv.gz. Then, alternating the order each round, it scores
 the file with ``core.scoring.score_file`` in a fresh subprocess each time:
 
 - disk: local file -> local predictions and rejects;
@@ -24,8 +27,10 @@ slow store: a real S3 or MinIO is faster than this.
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -82,21 +87,25 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="bench-store-") as tmp_name:
         tmp = Path(tmp_name)
-        src = tmp / "digits.csv"
-        write_kaggle_csv(src, args.rows)
+        plain = tmp / "digits.csv"
+        write_kaggle_csv(plain, args.rows)
+        src = tmp / "digits.csv.gz"
+        with open(plain, "rb") as f_in, gzip.open(src, "wb", compresslevel=1) as f_out:
+            shutil.copyfileobj(f_in, f_out, 1 << 20)
+        plain.unlink()
         size_mb = src.stat().st_size / 1e6
-        print(f"{args.rows} rows, {size_mb:.0f} MB")  # noqa: T201
-        moto = MotoServer(tmp / "moto.log")
+        print(f"{args.rows} rows, {size_mb:.0f} MB gzipped")  # noqa: T201
+        moto = MotoServer(Path(tempfile.gettempdir()) / "bench-store-moto.log")
         try:
             env = {**os.environ, **moto.env}
             os.environ.update(moto.env)
             moto.bucket("bench")
             start = time.perf_counter()
-            s3fs.S3FileSystem().put_file(str(src), "bench/in/digits.csv")
+            s3fs.S3FileSystem().put_file(str(src), "bench/in/digits.csv.gz")
             print(f"upload to moto: {time.perf_counter() - start:.0f} s")  # noqa: T201
             sides = {
                 "disk": (str(src), str(tmp / "out" / "digits.predictions.csv")),
-                "store": ("s3://bench/in/digits.csv", "s3://bench/out/digits.predictions.csv"),
+                "store": ("s3://bench/in/digits.csv.gz", "s3://bench/out/digits.predictions.csv"),
             }
             (tmp / "out").mkdir()
             runs: dict[str, list[dict]] = {"disk": [], "store": []}
