@@ -20,6 +20,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from core.errors import PipelineError
 from core.scoring.jobs import plan_jobs
 from core.settings import Settings
+from flows import name_this_run
 from flows.deployments import DEFAULT_SCORING_TIMEOUT, ENV_SCORING_TIMEOUT, run_timeout
 from flows.runners import outcome, rerun_on_dask, wants_dask_subflow
 from tasks.scoring import locate_model, score_csv
@@ -70,7 +71,8 @@ def scoring_flow(
         return rerun_on_dask()
     settings = Settings.from_env(artifacts=artifacts)
     jobs = plan_jobs(inputs, output, output_dir, format)
-    chosen = locate_model(settings.models_dir, model)
+    chosen = locate_model(str(settings.models_dir), model)
+    name_this_run(f"score-{len(jobs)} files-{chosen['version']}")
     futures = [_named(job).submit(job, chosen, format) for job in jobs]
     files = []
     for job, future in zip(jobs, futures, strict=True):

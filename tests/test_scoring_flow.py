@@ -345,6 +345,9 @@ def test_the_run_tells_what_happened_task_names_summary_rejects_and_a_warning(tr
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
         )
         logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
+        run_name = client.read_flow_run(run_id).name
+    champion = json.loads((trained / "models" / "champion.json").read_text())["version"]
+    assert run_name == f"score-3 files-{champion}"
     names = {t.name for t in tasks}
     assert {"score clean.csv", "score bad_rows.csv", "score nolabels.csv"} <= names
     by_key = {a.key: a for a in artifacts}
