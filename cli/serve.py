@@ -40,13 +40,19 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     stack = sub.add_parser(
         "stack",
         help="start a local Prefect server on 127.0.0.1 and serve the deployments",
-        description="The one-command local stack: start `prefect server` on 127.0.0.1:PORT "
+        description="The one-command local stack: start `prefect server` on HOST:PORT "
         "(its database and log in ARTIFACTS/.prefect-server, analytics off), wait until it "
         "is healthy, then serve the deployments as `serve` does. Ctrl-C or SIGTERM stops "
         "both. Point other shells at it with PREFECT_API_URL=http://127.0.0.1:PORT/api.",
     )
     stack.add_argument(
         "--port", type=int, default=DEFAULT_PORT, help=f"server port (default {DEFAULT_PORT})"
+    )
+    stack.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address the server binds (default 127.0.0.1; 0.0.0.0 for every interface, "
+        "and then the UI calls the API at the address it was loaded from)",
     )
     _add_schedule(stack)
     stack.set_defaults(handler=_cmd_stack)
@@ -124,7 +130,7 @@ def _cmd_stack(args: argparse.Namespace) -> int:
     try:
         run_stack(
             args.port, artifacts, _timezone(args), args.cron,
-            poll_seconds=args.poll_seconds, on_ready=ready,
+            poll_seconds=args.poll_seconds, on_ready=ready, host=args.host,
         )  # fmt: skip
     except DeploymentError as exc:
         return _usage_error("stack", exc)

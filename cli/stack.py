@@ -22,26 +22,42 @@ from flows.deployments import (
     serve,
 )
 
+# Addresses that mean "every interface": a browser cannot call them, and a client here
+# reaches the server on loopback.
+WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 
-def server_env(home: Path, port: int) -> dict[str, str]:
+
+def server_env(home: Path, port: int, host: str = "127.0.0.1") -> dict[str, str]:
     """The environment of a local ``prefect server``: its own home, no telemetry, no
-    promotional pop-ups, and a UI that calls the API on this port.
+    promotional pop-ups, and a UI that calls the API on this host and port.
 
     ``prefect server start --port N`` does not move the URL the UI is told to call
     (``/ui-settings``): that follows PREFECT_SERVER_API_HOST/PORT, 127.0.0.1:4200 by
-    default, so on any other port every page said "Can't connect to Server API".
+    default, so on any other port every page said "Can't connect to Server API". A server
+    on every interface (``--host 0.0.0.0``) tells the UI the relative ``/api`` instead,
+    so a browser on another machine calls back the address it loaded the UI from.
     """
     env = {
         **os.environ,
         "PREFECT_HOME": str(home),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "DO_NOT_TRACK": "1",
-        "PREFECT_SERVER_API_HOST": "127.0.0.1",
+        "PREFECT_SERVER_API_HOST": host,
         "PREFECT_SERVER_API_PORT": str(port),
         "PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT": "false",
     }
     env.pop("PREFECT_API_URL", None)
+    env.pop("PREFECT_UI_API_URL", None)
+    if host in WILDCARD_HOSTS:
+        env["PREFECT_UI_API_URL"] = "/api"
     return env
+
+
+def client_host(host: str) -> str:
+    """The address this machine's own clients use for a server bound to ``host``."""
+    if host in WILDCARD_HOSTS:
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -53,28 +69,29 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
-def start_server(port: int, home: Path) -> tuple[subprocess.Popen, str]:
-    """Start ``prefect server start`` on 127.0.0.1:``port`` in its own process group, logging
+def start_server(port: int, home: Path, host: str = "127.0.0.1") -> tuple[subprocess.Popen, str]:
+    """Start ``prefect server start`` on ``host``:``port`` in its own process group, logging
     to ``home``/server.log, and wait until it is healthy; return (process, API URL)."""
-    if not port_is_free(port):
+    if not port_is_free(port, host):
         raise DeploymentError(
-            f"port {port} on 127.0.0.1 is in use (a server already running?): choose another "
-            "with --port, or point PREFECT_API_URL at that server and run `mnist-pipeline serve`"
+            f"port {port} on {host} is in use or cannot be bound (a server already running?): "
+            "choose another with --port, or point PREFECT_API_URL at that server and run "
+            "`mnist-pipeline serve`"
         )
     home.mkdir(parents=True, exist_ok=True)
     log = home / "server.log"
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+            [sys.executable, "-m", "prefect", "server", "start", "--host", host,
              "--port", str(port)],
-            env=server_env(home, port),
+            env=server_env(home, port, host),
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             # Its own group: Ctrl-C reaches only us, and we stop it after the runner.
             start_new_session=True,
         )  # fmt: skip
-    api = f"http://127.0.0.1:{port}/api"
+    api = f"http://{client_host(host)}:{port}/api"
     try:
         wait_healthy(api, SERVER_STARTUP_SECONDS, proc, log)
     except BaseException:
@@ -134,6 +151,7 @@ def run_stack(
     home: Path | None = None,
     poll_seconds: float | None = None,
     on_ready: Callable[[str], None] | None = None,
+    host: str = "127.0.0.1",
 ) -> None:
     """Start a local ``prefect server`` (home ``artifacts``/.prefect-server unless ``home``),
     serve both deployments against it, and stop the server when serving ends (Ctrl-C or
@@ -146,7 +164,7 @@ def run_stack(
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     proc = None
     try:
-        proc, api = start_server(port, home)
+        proc, api = start_server(port, home, host)
         if on_ready is not None:
             on_ready(api)
         os.environ["PREFECT_API_URL"] = api  # for the flow-run processes

@@ -573,3 +573,22 @@ def test_a_training_run_over_its_time_limit_ends_timed_out(world, tmp_path):
     assert run.state.name == "TimedOut" and run.state.is_failed()
     assert run.state.message == "Flow run exceeded timeout of 3.0 second(s)"
     assert not (artifacts / "models").exists() or not list((artifacts / "models").iterdir())
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(
+    ("host", "expected"), [("127.0.0.1", "http://127.0.0.1:{port}/api"), ("0.0.0.0", "/api")]
+)
+def test_the_stack_servers_ui_calls_its_own_api_on_any_host(tmp_path, host, expected):
+    """--host: the UI's API URL names the host and port, or for every interface the
+    relative /api (a browser elsewhere calls back the address it loaded the UI from)."""
+    from cli.stack import start_server, stop_server
+
+    port = free_port()
+    proc, api = start_server(port, tmp_path / "home", host)
+    try:
+        assert api == f"http://127.0.0.1:{port}/api"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ui-settings") as answer:
+            assert json.load(answer)["api_url"] == expected.format(port=port)
+    finally:
+        stop_server(proc)
