@@ -333,9 +333,12 @@ SERVING = ("serve", "stack")  # long-running: they stop their own runs and serve
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from cli import signals
+    from cli import reaper, signals
 
     args = _parse(argv)
+    # Whatever this command starts (the embedded server, Dask workers, the stack's server)
+    # is stopped when it ends, even by SIGKILL (cli.reaper).
+    reaper.start()
     # SIGINT/SIGTERM end a command with exit 130/143; serve and stack stop their runs and
     # server themselves, so for them the signal is only noted (see cli.signals).
     signals.install(enforce=args.command not in SERVING)
