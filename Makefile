@@ -37,8 +37,9 @@ run: setup
 	$(BIN)/mnist-pipeline train $(MIRROR_FLAG)
 
 # The local production stack: a Prefect server on 127.0.0.1:4200 serving both deployments.
+# Ctrl-C or SIGTERM is how a stack is meant to end: its exit 130/143 is a normal end here.
 stack: setup
-	$(BIN)/mnist-pipeline stack
+	@$(BIN)/mnist-pipeline stack; code=$$?; case $$code in 0|130|143) exit 0;; *) exit $$code;; esac
 
 lint: setup-dev
 	$(BIN)/ruff check .

@@ -56,6 +56,7 @@ def _ingest(args: argparse.Namespace) -> int:
     print_steps(result["steps"])
     for split in ("train", "test"):
         out(f"{split}: {result[split]['rows']} rows in {result[split]['path']}")
+    out(f"artifacts: {args.root}")
     return EXIT_OK
 
 
@@ -108,12 +109,14 @@ def _train(args: argparse.Namespace) -> int:
     result = training_flow(**parameters)
     print_steps(result["steps"])
     out(f"test accuracy {result['test_accuracy']:.4f}, log-loss {result['test_log_loss']:.4f}")
-    _print_model(result)
+    _print_model(result, args.root)
     return EXIT_OK
 
 
-def _print_model(result: dict[str, Any]) -> None:
-    """The closing lines of train and sweep: the model, its report, the promotion."""
+def _print_model(result: dict[str, Any], root: Any) -> None:
+    """The closing lines of train and sweep: the artifacts root, the model, its report,
+    the promotion."""
+    out(f"artifacts: {root}")
     out(f"model:  {result['model']}")
     out(f"report: {result['promotion']['report']}")
     out(promotion_line(result))
@@ -217,7 +220,7 @@ def _sweep(args: argparse.Namespace) -> int:
     print_steps(result["steps"])
     print_sweep(result["configs"])
     out(f"chosen by validation accuracy: {result['best']['config']}")
-    _print_model(result)
+    _print_model(result, args.root)
     return EXIT_OK
 
 
@@ -241,7 +244,7 @@ def _models_list(args: argparse.Namespace) -> int:
     models_dir = Settings.from_env(artifacts=args.artifacts).models_dir
     rows = registry.list_versions(models_dir)
     if not rows:
-        out("no models yet: run `mnist-pipeline train`")
+        out(f"no models yet in {models_dir}: run `mnist-pipeline train`")
     else:
         width = max(len(r["version"]) for r in rows)
         out(f"  {'version':<{width}}  {'created':<25}  test_accuracy")
@@ -249,6 +252,7 @@ def _models_list(args: argparse.Namespace) -> int:
             mark = "*" if r["champion"] else " "
             out(f"{mark} {r['version']:<{width}}  {r['created'][:25]:<25}  "
                 f"{r['test_accuracy']:.4f}")  # fmt: skip
+        out(f"artifacts: {args.root}")
     registry.champion_version(models_dir)  # a broken champion.json: listed above, then exit 2
     return EXIT_OK
 
@@ -259,6 +263,7 @@ def _models_promote(args: argparse.Namespace) -> int:
     models_dir = Settings.from_env(artifacts=args.artifacts).models_dir
     decision = registry.promote(models_dir, args.version)
     out(f"champion: {decision['version']}")
+    out(f"artifacts: {args.root}")
     return EXIT_OK
 
 
@@ -268,8 +273,10 @@ def promotion_line(result: dict[str, Any]) -> str:
     promotion = result["promotion"]
     state = next(s["state"] for s in result["steps"] if s["step"] == "promote")
     if state != "Cached":
-        verdict = "champion" if promotion["promoted"] else "not promoted"
-        return f"{verdict}: {promotion['reason']}"
+        # Say what happened first (promoted, or the champion kept), then why.
+        if promotion["promoted"]:
+            return f"promoted: {result['version']} is the champion ({promotion['reason']})"
+        return f"not promoted: champion {promotion['previous']} kept ({promotion['reason']})"
     if result["champion"] == result["version"]:
         return f"champion: {result['version']} (unchanged; promote step Cached)"
     decided = "promoted" if promotion["promoted"] else "not promoted"
@@ -352,6 +359,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     for key, value in prefect_env_defaults().items():
         os.environ.setdefault(key, value)
+    # Every command's closing lines name the absolute root it used: a relative default
+    # (./artifacts) depends on the folder the command ran in.
+    args.root = settings.artifacts
     return _run(args, settings)
 
 

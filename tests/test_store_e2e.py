@@ -76,7 +76,7 @@ def trained_on_store(s3_server, tmp_path_factory) -> tuple[str, object]:
 def test_train_with_the_artifacts_root_and_the_mirror_on_the_store(trained_on_store):
     root, (first, second, _, _) = trained_on_store
     assert first.returncode == 0, first.stderr
-    assert "champion: first model" in first.stdout
+    assert " is the champion (first model: no champion yet)" in first.stdout
     fs = store()
     key = root[5:]
     champion = fs.cat(f"{key}/models/champion.json").decode()

@@ -132,7 +132,11 @@ def test_cli_sweep_prints_the_table_and_the_verdict(mirror, artifacts, prefect_a
     assert len([r for r in rows if r.lstrip("* ").startswith("hidden=")]) >= 4
     assert sum(line.startswith("* hidden=") for line in lines) == 1
     assert any(line.startswith("chosen by validation accuracy: hidden=") for line in lines)
-    assert any(line.startswith("champion: first model") for line in lines)
+    assert any(
+        line.startswith("promoted: ")
+        and line.endswith(" is the champion (first model: no champion yet)")
+        for line in lines
+    )
 
     bad = run_cli("sweep", "--hidden-grid", "10,x", "--artifacts", str(artifacts))
     assert bad.returncode == 2 and "comma-separated list of layer widths" in bad.stderr

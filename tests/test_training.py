@@ -94,6 +94,10 @@ def test_worse_model_is_kept_but_not_promoted(mirror, artifacts):
     assert worse["test_accuracy"] < good["test_accuracy"]
     assert not worse["promotion"]["promoted"]
     assert "is lower than champion" in worse["promotion"]["reason"]
+    # The closing line says what happened (the champion kept) before why.
+    assert promotion_line(worse).startswith(
+        f"not promoted: champion {good['version']} kept (test accuracy "
+    )
     report = (artifacts / "models" / worse["version"] / "report.md").read_text()
     assert "not promoted" in report
     assert registry.read_champion(artifacts / "models")["version"] == good["version"]
@@ -101,7 +105,9 @@ def test_worse_model_is_kept_but_not_promoted(mirror, artifacts):
     forced = train(artifacts, mirror, epochs=1, learning_rate=1e-5, force_promote=True)
     assert forced["promotion"]["promoted"]
     assert registry.read_champion(artifacts / "models")["version"] == worse["version"]
-    assert promotion_line(forced).startswith("champion: ")
+    assert promotion_line(forced) == (
+        f"promoted: {forced['version']} is the champion (promotion forced)"
+    )
 
     # The good model again: every step Cached, its promotion decided long ago. The CLI
     # must say where it stands now, not repeat "promoted" from its first run.
