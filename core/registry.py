@@ -160,6 +160,8 @@ def read_manifest(version_dir: Location) -> dict[str, Any]:
         raise ModelError(f"{path}: manifest is unreadable or incomplete") from None
     if not _is_accuracy(manifest.get("test_accuracy")):
         raise ModelError(f"{path}: test_accuracy is missing or not a number in [0, 1]")
+    if not (isinstance(manifest.get("version"), str) and isinstance(manifest.get("created"), str)):
+        raise ModelError(f"{path}: version or created is missing or not a string")
     return manifest
 
 
@@ -198,7 +200,8 @@ def resolve(models_dir: Location, ref: str | None) -> Location:
 
 
 def load(models_dir: Location, ref: str | None = None) -> LoadedModel:
-    """Resolve, verify (SHA-256 before unpickling) and load a model, checking its shapes."""
+    """Resolve, verify (SHA-256 before unpickling) and load a model, checking its shapes
+    and every other key a command reads from it (ModelError, one line, otherwise)."""
     version_dir = resolve(models_dir, ref)
     manifest = read_manifest(version_dir)
     path = version_dir / BUNDLE
@@ -214,12 +217,71 @@ def load(models_dir: Location, ref: str | None = None) -> LoadedModel:
     except UnsafeFileError as err:
         raise ModelError(str(err)) from None
     try:
-        config = ModelConfig.from_dict(bundle["config"])
-        params = [(layer[0], layer[1]) for layer in bundle["params"]]
-        check_params(params, config)
-    except (ValueError, KeyError, TypeError, IndexError) as err:
+        config, params = _check_bundle(bundle, manifest)
+    except ValueError as err:
         raise ModelError(f"{path}: incompatible model bundle: {err}") from None
     return LoadedModel(manifest["version"], path, config, params, bundle)
+
+
+# Keys that every bundle has and that commands read; "classes" and "data" are checked
+# when present (bundles published by hand, as in the benchmarks, may leave them out).
+_BUNDLE_KEYS = ("params", "config", "metrics", "version", "created", "fingerprint")
+
+
+def _check_bundle(bundle: Any, manifest: dict[str, Any]) -> tuple[ModelConfig, Params]:
+    """The config and weights of ``bundle``, once every key that a command reads from it
+    is checked, since the file is input like any other; else a one-line ValueError that
+    names the key."""
+    if not isinstance(bundle, dict):
+        raise ValueError(f"it holds {_describe(bundle)}, not a dict")
+    for key in _BUNDLE_KEYS:
+        if key not in bundle:
+            raise ValueError(f"{key!r} is missing")
+    for key in ("version", "created", "fingerprint"):
+        if not isinstance(bundle[key], str):
+            raise ValueError(f"{key!r} is {_describe(bundle[key])}, not a string")
+    if bundle["version"] != manifest["version"]:
+        raise ValueError(f"'version' is {bundle['version']!r}; its manifest says "
+                         f"{manifest['version']!r}")  # fmt: skip
+    metrics = bundle["metrics"]
+    if not isinstance(metrics, dict) or "test_accuracy" not in metrics:
+        raise ValueError("'metrics.test_accuracy' is missing")
+    for name, value in metrics.items():
+        if str(name).endswith("_accuracy") and not _is_accuracy(value):
+            raise ValueError(f"'metrics.{name}' is {_describe(value)}, not a number in [0, 1]")
+    # promote_if_not_worse decides by the manifest's copy, `models promote` by this one.
+    if metrics["test_accuracy"] != manifest["test_accuracy"]:
+        raise ValueError(f"'metrics.test_accuracy' is {metrics['test_accuracy']}; its "
+                         f"manifest says {manifest['test_accuracy']}")  # fmt: skip
+    if not isinstance(bundle["config"], dict):
+        raise ValueError(f"'config' is {_describe(bundle['config'])}, not a dict")
+    try:
+        config = ModelConfig.from_dict(bundle["config"])
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"'config': {err}") from None
+    try:
+        params = [(layer[0], layer[1]) for layer in bundle["params"]]
+        check_params(params, config)
+    except (ValueError, TypeError, IndexError, KeyError) as err:
+        raise ValueError(f"'params': {err}") from None
+    classes = bundle.get("classes", list(range(config.n_classes)))
+    if not isinstance(classes, list) or classes != list(range(config.n_classes)):
+        raise ValueError(f"'classes' is {_describe(classes)}, not 0 to {config.n_classes - 1}")
+    data = bundle.get("data", {"source_sha256": {}})
+    checksums = data.get("source_sha256") if isinstance(data, dict) else None
+    if not isinstance(checksums, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in checksums.items()
+    ):
+        raise ValueError("'data.source_sha256' is missing or not a dict of file checksums")
+    return config, params
+
+
+def _describe(value: Any) -> str:
+    """A short one-line picture of a value from a file, for an error message."""
+    if value is None or isinstance(value, str | int | float):
+        text = repr(value)
+        return text if len(text) <= 40 else text[:37] + "..."
+    return f"a {type(value).__name__}"
 
 
 def read_champion(models_dir: Location) -> dict[str, Any] | None:
@@ -395,15 +457,13 @@ def promote(models_dir: Location, version: str) -> dict[str, Any]:
             "`mnist-pipeline models list` shows (a model folder elsewhere can be used "
             "with `score --model PATH`, but not promoted)"
         )
-    loaded = load(models_dir, version)
+    loaded = load(models_dir, version)  # checks the bundle, so the record written is sound
     with champion_lock(models_dir):
+        # The folder's name, not the manifest's: champion.json must name a folder here.
         write_champion(
-            models_dir,
-            loaded.version,
-            loaded.bundle["metrics"]["test_accuracy"],
-            "manual promotion",
+            models_dir, version, loaded.bundle["metrics"]["test_accuracy"], "manual promotion"
         )
-    return {"version": loaded.version, "promoted": True, "reason": "manual promotion"}
+    return {"version": version, "promoted": True, "reason": "manual promotion"}
 
 
 def list_versions(models_dir: Location) -> list[dict[str, Any]]:

@@ -1,9 +1,9 @@
-"""The registry's trust boundary through the CLI: a model file never runs code, and
-champion.json names only versions of its own registry. Each failure is one line, exit 2."""
+"""The registry's trust boundary through the CLI: a model file never runs code nor crashes
+the command, its metadata is checked like its weights, and champion.json names only
+versions of its own registry. Each failure is one line, exit 2, and nothing is written."""
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -13,8 +13,11 @@ import joblib
 import pytest
 
 from core import registry
+from core.safe_joblib import safe_load
 from tests.conftest import run_cli
 from tests.support import synthetic_digits, train_champion
+from tests.test_registry import replace_bundle_and_manifest
+from tests.test_safe_joblib import ForgedArray
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("prefect_api")]
 
@@ -53,6 +56,13 @@ def assert_one_line_error(done, *fragments):
         assert fragment in lines[0], lines[0]
 
 
+def rewrite_bundle(version_dir, change):
+    """Replace the version's model.joblib by ``change(its bundle)``, manifest fixed up."""
+    buffer = io.BytesIO()
+    joblib.dump(change(safe_load(version_dir / registry.BUNDLE)), buffer)
+    replace_bundle_and_manifest(version_dir, buffer.getvalue())
+
+
 class RunsAShellCommand:
     def __init__(self, command: str) -> None:
         self.command = command
@@ -66,10 +76,7 @@ def test_a_malicious_model_with_a_matching_manifest_is_refused_unrun(root, tmp_p
     marker = tmp_path / "pwned"
     buffer = io.BytesIO()
     joblib.dump({"params": RunsAShellCommand(f"touch {marker}")}, buffer)
-    (version_dir / registry.BUNDLE).write_bytes(buffer.getvalue())
-    manifest = json.loads((version_dir / registry.MANIFEST).read_text())
-    manifest["files"][registry.BUNDLE] = hashlib.sha256(buffer.getvalue()).hexdigest()
-    (version_dir / registry.MANIFEST).write_text(json.dumps(manifest))
+    replace_bundle_and_manifest(version_dir, buffer.getvalue())
 
     csv = digits_csv(tmp_path / "d.csv")
     artifacts = str(root / "artifacts")
@@ -79,6 +86,65 @@ def test_a_malicious_model_with_a_matching_manifest_is_refused_unrun(root, tmp_p
         assert_one_line_error(done, str(version_dir / registry.BUNDLE), "system")
         assert not marker.exists(), "the command in the file must never run"
     assert not (tmp_path / "p.csv").exists()
+
+
+def with_forged_dtype(bundle):
+    bundle["config"]["seed"] = ForgedArray()  # an array whose element is a pointer: b"A" * 8
+    return bundle
+
+
+def test_a_model_with_a_forged_dtype_is_refused_without_crashing(root, tmp_path):
+    """The model names only NumPy's allowed array builders, yet used to crash both commands
+    (SIGSEGV, exit 139): reading an element followed a pointer taken from the file."""
+    version_dir = champion_dir(root)
+    rewrite_bundle(version_dir, with_forged_dtype)
+    artifacts = str(root / "artifacts")
+    champion = (root / "artifacts" / "models" / registry.CHAMPION).read_bytes()
+
+    scored = run_cli("score", str(digits_csv(tmp_path / "d.csv")), "--output",
+                     str(tmp_path / "p.csv"), "--artifacts", artifacts,
+                     "--model", str(version_dir))  # fmt: skip
+    promoted = run_cli("models", "promote", version_dir.name, "--artifacts", artifacts)
+    for done in (scored, promoted):
+        assert_one_line_error(done, str(version_dir / registry.BUNDLE), "dtype")
+    assert not (tmp_path / "p.csv").exists()
+    assert (root / "artifacts" / "models" / registry.CHAMPION).read_bytes() == champion
+
+
+def without_metrics(bundle):
+    del bundle["metrics"]
+    return bundle
+
+
+def with_accuracy_high(bundle):
+    bundle["metrics"]["test_accuracy"] = "high"
+    return bundle
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        (without_metrics, "'metrics' is missing"),
+        (with_accuracy_high, "'metrics.test_accuracy' is 'high', not a number in [0, 1]"),
+    ],
+)
+def test_a_bundle_with_bad_metadata_is_one_line_and_never_promoted(root, tmp_path, change, problem):
+    version_dir = champion_dir(root)
+    rewrite_bundle(version_dir, change)
+    artifacts = str(root / "artifacts")
+    champion = root / "artifacts" / "models" / registry.CHAMPION
+    before = champion.read_bytes()
+
+    scored = run_cli("score", str(digits_csv(tmp_path / "d.csv")),
+                     "--output", str(tmp_path / "p.csv"), "--artifacts", artifacts)  # fmt: skip
+    promoted = run_cli("models", "promote", version_dir.name, "--artifacts", artifacts)
+    for done in (scored, promoted):
+        assert_one_line_error(done, str(version_dir / registry.BUNDLE), problem)
+    assert champion.read_bytes() == before, "a refused promotion writes nothing"
+    assert not (tmp_path / "p.csv").exists()
+    listed = run_cli("models", "list", "--artifacts", artifacts)
+    assert listed.returncode == 0, listed.stderr
+    assert f"* {version_dir.name}" in listed.stdout
 
 
 def test_a_broken_champion_is_one_line_everywhere_and_promote_repairs_it(root, tmp_path):

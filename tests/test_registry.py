@@ -6,6 +6,8 @@ import hashlib
 import io
 import json
 import pickle
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import joblib
@@ -27,6 +29,8 @@ def bundle(accuracy: float, hidden=(10,), fingerprint="fp") -> dict:
         "metrics": {"test_accuracy": accuracy},
         "fingerprint": fingerprint,
         "created": "2026-11-28T00:00:00+00:00",
+        "classes": list(range(10)),
+        "data": {"source_sha256": {"train-images-idx3-ubyte": "ab" * 32}},
     }
 
 
@@ -64,7 +68,9 @@ def test_incompatible_bundle_is_a_clear_error(tmp_path):
     broken = bundle(0.9)
     broken["config"]["hidden"] = [32]  # weights are for 10 hidden units
     version = registry.publish(tmp_path, broken, {})
-    with pytest.raises(ModelError, match=r"incompatible model bundle: layer 0: W has shape"):
+    with pytest.raises(
+        ModelError, match=r"incompatible model bundle: 'params': layer 0: W has shape"
+    ):
         registry.load(tmp_path, version)
 
 
@@ -118,24 +124,108 @@ def replace_bundle_and_manifest(version_dir: Path, payload: bytes) -> None:
 
 
 @pytest.mark.parametrize(
-    "wrap",
+    ("wrap", "refusal"),
     [
-        lambda exploit: exploit,
-        lambda exploit: {"params": [], "config": {"evil": [exploit]}},
-        # joblib reads an object array's items with a nested unpickler: held to the same list
-        lambda exploit: {"params": np.array([exploit, 1], dtype=object)},
+        (lambda exploit: exploit, "pathlib.*touch"),
+        (lambda exploit: {"params": [], "config": {"evil": [exploit]}}, "pathlib.*touch"),
+        # an object array is refused by its dtype, before joblib reads any of its items
+        (lambda exploit: {"params": np.array([exploit, 1], dtype=object)}, "dtype [|]O"),
     ],
     ids=["bare", "nested", "object-array"],
 )
-def test_a_malicious_bundle_with_a_matching_manifest_never_runs(tmp_path, wrap):
+def test_a_malicious_bundle_with_a_matching_manifest_never_runs(tmp_path, wrap, refusal):
     version = registry.publish(tmp_path, bundle(0.9), {})
     marker = tmp_path / "pwned"
     buffer = io.BytesIO()
     joblib.dump(wrap(Exploit(marker)), buffer)
     replace_bundle_and_manifest(tmp_path / version, buffer.getvalue())
-    with pytest.raises(ModelError, match=r"model.joblib: refused to load: .* pathlib.*touch"):
+    with pytest.raises(ModelError, match=rf"model.joblib: refused to load: .*{refusal}"):
         registry.load(tmp_path, version)
     assert not marker.exists(), "no code from the file may run"
+
+
+def edit(key: str, value) -> Callable[[dict], dict]:
+    """A change to a bundle: set ``key`` ("a" or "a.b") to ``value``, or delete it (DELETE)."""
+
+    def change(saved: dict) -> dict:
+        *path, last = key.split(".")
+        target = saved
+        for part in path:
+            target = target[part]
+        if value is DELETE:
+            del target[last]
+        else:
+            target[last] = value
+        return saved
+
+    return change
+
+
+DELETE = object()
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        (edit("metrics", DELETE), "'metrics' is missing"),
+        (edit("metrics", [0.9]), "'metrics.test_accuracy' is missing"),
+        (edit("metrics.test_accuracy", "high"), "'metrics.test_accuracy' is 'high', not a num"),
+        (edit("metrics.test_accuracy", True), "'metrics.test_accuracy' is True, not a number"),
+        (edit("metrics.test_accuracy", float("nan")), "'metrics.test_accuracy' is nan, not"),
+        (edit("metrics.test_accuracy", 1.5), "'metrics.test_accuracy' is 1.5, not a number"),
+        (edit("metrics.test_accuracy", 0.5), "'metrics.test_accuracy' is 0.5; its manifest"),
+        (edit("metrics.validation_accuracy", -0.1), "'metrics.validation_accuracy' is -0.1"),
+        (edit("config", DELETE), "'config' is missing"),
+        (edit("config", "x" * 100), "'config' is 'xxxxxxxx"),
+        (edit("config.hidden", ["ten"]), "'config': hidden must be an integer"),
+        (edit("params", DELETE), "'params' is missing"),
+        (edit("params", "junk"), "'params': "),
+        (edit("version", DELETE), "'version' is missing"),
+        (edit("version", 3), "'version' is 3, not a string"),
+        (edit("version", "another"), "'version' is 'another'; its manifest says"),
+        (edit("created", None), "'created' is None, not a string"),
+        (edit("fingerprint", ["fp"]), "'fingerprint' is a list, not a string"),
+        (edit("classes", [1, 2]), "'classes' is a list, not 0 to 9"),
+        (edit("data", "x"), "'data.source_sha256' is missing or not a dict"),
+        (edit("data.source_sha256", {"f": 1}), "'data.source_sha256' is missing or not a dict"),
+        (lambda saved: [saved], "it holds a list, not a dict"),
+    ],
+)
+def test_every_key_a_command_reads_is_checked_and_nothing_is_written(tmp_path, change, problem):
+    champion = registry.publish(tmp_path, bundle(0.9), {})
+    registry.promote(tmp_path, champion)
+    record = (tmp_path / registry.CHAMPION).read_bytes()
+    version = registry.publish(tmp_path, bundle(0.9), {})
+    path = tmp_path / version / registry.BUNDLE
+    buffer = io.BytesIO()
+    joblib.dump(change(safe_load(path)), buffer)
+    replace_bundle_and_manifest(tmp_path / version, buffer.getvalue())
+
+    for attempt in (registry.load, registry.promote):
+        with pytest.raises(ModelError) as caught:
+            attempt(tmp_path, version)
+        message = str(caught.value)
+        assert message.startswith(f"{path}: incompatible model bundle: "), message
+        assert problem in message and "\n" not in message, message
+    assert (tmp_path / registry.CHAMPION).read_bytes() == record
+    assert [r["version"] for r in registry.list_versions(tmp_path)] == [champion, version]
+
+
+def test_a_manifest_without_version_or_created_is_one_clear_error(tmp_path):
+    version = registry.publish(tmp_path, bundle(0.9), {})
+    manifest_path = tmp_path / version / registry.MANIFEST
+    manifest = json.loads(manifest_path.read_text())
+    manifest_path.write_text(json.dumps({**manifest, "created": 5}))
+    with pytest.raises(ModelError, match=r"manifest.json: version or created is missing"):
+        registry.load(tmp_path, version)
+    assert registry.list_versions(tmp_path) == []
+
+
+def test_promote_names_the_folder_even_when_its_manifest_names_another(tmp_path):
+    original = registry.publish(tmp_path, bundle(0.9), {})
+    shutil.copytree(tmp_path / original, tmp_path / "copy")  # same manifest and bundle
+    registry.promote(tmp_path, "copy")
+    assert registry.champion_version(tmp_path) == "copy"
 
 
 def test_safe_load_keeps_arrays_scalars_and_plain_values(tmp_path):
