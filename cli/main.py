@@ -371,7 +371,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     from cli.console import USER_ERRORS, err, quiet_user_error_tracebacks
     from cli.signals import exit_code, exit_now, received
     from core.registry import ModelError
-    from core.storage import describe, is_library_store_fault
+    from core.storage import check_bucket, describe, is_library_store_fault, location
 
     quiet_user_error_tracebacks()
     try:
@@ -379,6 +379,12 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             code = args.handler(args)
             stopped = received()
             return exit_code(stopped) if stopped and code == EXIT_OK else code
+        # No command creates a bucket: a missing one (artifacts root, score's outputs) is
+        # one line here, before any flow starts, and is still missing afterwards.
+        outputs = (getattr(args, "output", None), getattr(args, "output_dir", None))
+        for root in (settings.artifacts, *outputs):
+            if root is not None:
+                check_bucket(location(root))
         with in_process_backend(settings.artifacts):
             return args.handler(args)
     except (UsageError, ModelError, SettingsError, StorageURLError) as exc:

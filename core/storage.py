@@ -14,6 +14,9 @@ or R2. The project adds no flags of its own.
 A store's faults (no such bucket, access denied, an endpoint that does not answer) come
 from s3fs/botocore as their own exception types; ``store_errors`` turns them into one
 ``StorageError`` line that names the URL.
+
+Nothing here creates a bucket: ``check_bucket`` only looks, and no store path is ever
+passed to ``mkdir``/``makedirs``, which in s3fs and gcsfs create a missing bucket.
 """
 
 from __future__ import annotations
@@ -41,6 +44,11 @@ EXTRAS = {
     "gs": ("gcsfs", "gcs"),
     "gcs": ("gcsfs", "gcs"),
 }
+
+
+# Stores whose top level is buckets (containers on Azure): there ``mkdir``/``makedirs``
+# create a missing bucket, and a path's first segment is its bucket.
+BUCKET_SCHEMES = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"})
 
 
 class StorageError(PipelineError):
@@ -110,6 +118,34 @@ def identity(path: Location) -> str:
 def url(path: Location) -> str:
     """What to show a user, and what to pass between tasks: the URL or the local path."""
     return str(path)
+
+
+def bucket_of(path: Location) -> str | None:
+    """The bucket a store path is in; None for a local path or a store without buckets."""
+    if not is_remote(path) or path.protocol not in BUCKET_SCHEMES:
+        return None
+    return path.path.split("/", 1)[0]
+
+
+def check_bucket(path: Location) -> None:
+    """Raise StorageError unless the bucket of ``path`` exists (a no-op for a local path).
+
+    No command creates a bucket: a mistyped URL must fail, and fail again next time, in
+    one line, instead of leaving behind a new bucket that the next run writes into
+    quietly. The check is a read (HEAD on the bucket), so it also reports access denied
+    or a store that does not answer before any work starts.
+    """
+    bucket = bucket_of(path)
+    if bucket is None:
+        return
+    with store_errors(path, "bucket"):
+        try:
+            path.fs.info(bucket)
+        except FileNotFoundError:
+            raise StorageError(
+                f"{url(path)}: no such bucket {bucket!r} (create it first: no command creates "
+                "buckets)"
+            ) from None
 
 
 def describe(err: BaseException) -> str:

@@ -19,13 +19,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from prefect._internal.compatibility.async_dispatch import async_dispatch
 from prefect.cache_policies import INPUTS, TASK_SOURCE, CachePolicy
 from prefect.exceptions import ObjectAlreadyExists
-from prefect.filesystems import WritableFileSystem
+from prefect.filesystems import RemoteFileSystem, WritableFileSystem
+from prefect.utilities.asyncutils import run_sync_in_worker_thread
 
 from core.code_digest import INGEST_PACKAGES, MODEL_PACKAGES, code_digest
 from core.files import is_intact
-from core.storage import Location, is_remote
+from core.storage import Location, bucket_of, is_remote, location
 
 
 @dataclass(kw_only=True)  # the base class's first field is key_storage
@@ -62,9 +64,38 @@ def cache_options(
     }
 
 
+class StoreResults(RemoteFileSystem):
+    """Prefect's ``RemoteFileSystem``, except that writing never creates a bucket.
+
+    Prefect's ``write_path`` first calls the store's ``makedirs`` on the key's "folder",
+    and on s3fs and gcsfs that creates the bucket when it is missing: a run into a
+    mistyped ``s3://`` root would fail, yet leave a new bucket behind for the next run to
+    write into. A bucket store has no folders to make, so here a write only puts the key,
+    and a missing bucket stays missing (the write fails with FileNotFoundError).
+    """
+
+    _block_type_name = "MNIST Result Storage"
+
+    def _write(self, path: str, content: bytes) -> str:
+        path = self._resolve_path(path)
+        if bucket_of(location(self.basepath)) is None:  # a store with real folders
+            self.filesystem.makedirs(path[: path.rindex("/")], exist_ok=True)
+        with self.filesystem.open(path, "wb") as file:
+            file.write(content)
+        return path
+
+    # Both are overridden: the base class's write_path dispatches to its own awrite_path.
+    async def awrite_path(self, path: str, content: bytes) -> str:
+        return await run_sync_in_worker_thread(self._write, path, content)
+
+    @async_dispatch(awrite_path)
+    def write_path(self, path: str, content: bytes) -> str:
+        return self._write(path, content)
+
+
 def result_storage(results_dir: Location) -> Path | WritableFileSystem:
     """Where Prefect keeps results and cache records: the folder itself, or for a store URL
-    a ``RemoteFileSystem`` block on it.
+    a ``StoreResults`` block on it.
 
     Prefect 3 refuses result storage that is not saved server-side, so the block is saved
     under a name derived from the URL (the same root always gets the same block; saving
@@ -72,14 +103,12 @@ def result_storage(results_dir: Location) -> Path | WritableFileSystem:
     """
     if not is_remote(results_dir):
         return Path(results_dir)
-    from prefect.filesystems import RemoteFileSystem
-
     url = str(results_dir)
     # Listings uncached: a cache record another process wrote must be seen.
-    block = RemoteFileSystem(basepath=url, settings={"use_listings_cache": False})
+    block = StoreResults(basepath=url, settings={"use_listings_cache": False})
     name = "mnist-results-" + hashlib.sha256(url.encode()).hexdigest()[:12]
     try:
         block.save(name, overwrite=True)
     except ObjectAlreadyExists:  # another run saved it between our check and our write
-        block = RemoteFileSystem.load(name)
+        block = StoreResults.load(name)
     return block

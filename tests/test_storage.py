@@ -11,6 +11,7 @@ from core.files import atomic_path, atomic_write_text, is_intact, seal, sha256_f
 from core.storage import (
     StorageError,
     StorageURLError,
+    check_bucket,
     conditional_put,
     etag,
     is_remote,
@@ -71,6 +72,15 @@ def test_missing_bucket_names_the_url(s3_server) -> None:
     dest = location("s3://no-such-bucket-here/x.txt")
     with pytest.raises(StorageError, match="^s3://no-such-bucket-here/x.txt .*no such bucket"):
         atomic_write_text(dest, "x")
+
+
+def test_check_bucket_only_looks(s3_server, tmp_path: Path) -> None:
+    check_bucket(location(str(tmp_path / "no" / "such" / "folder")))  # local: nothing to check
+    check_bucket(location(s3_server.bucket("bucket-that-is-there") + "/any/prefix"))
+    with pytest.raises(StorageError, match=r"^s3://absent-bucket/root: no such bucket"):
+        check_bucket(location("s3://absent-bucket/root"))
+    fs = location("s3://absent-bucket").fs
+    assert not fs.exists("absent-bucket")
 
 
 @pytest.mark.parametrize(

@@ -184,7 +184,7 @@ def test_the_store_going_away_mid_run_is_one_line_and_the_champion_stays(
     # A version whose upload was cut off has no manifest, so it does not exist.
     listed = run_cli("models", "list", "--artifacts", root)
     assert listed.returncode == 0, listed.stderr
-    assert listed.stdout.count("\n") == 1 + len(
+    assert listed.stdout.count("\n") == 2 + len(  # the header and the artifacts line
         [v for v in versions_before if not v.endswith((".json", ".sha256"))]
     ), listed.stdout
 
