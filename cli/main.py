@@ -137,7 +137,8 @@ def _score_parser(command: argparse.ArgumentParser) -> None:
     )
     command.epilog = (
         "exit codes: 0 all rows scored; 3 some rows or files rejected (outputs written for "
-        "the rest); 2 unusable invocation or model"
+        "the rest); 1 no input could be scored (nothing written); 2 unusable invocation or "
+        "model (also a pattern that matches no file, or a folder as an input)"
     )
     add_flow_options(command, scoring_flow, {
         "inputs": Option(None, "CSV files or globs", metavar="INPUT"),
@@ -176,6 +177,9 @@ def _score(args: argparse.Namespace) -> int:
     except ScoringFailed as failed:  # the run is Failed; the other files were scored
         result = failed.summary
     print_scoring(result)
+    out(f"artifacts: {args.root}")
+    if result["failed_files"] == len(result["files"]):
+        return EXIT_FAILED  # no input produced any output: not "written for the rest"
     return EXIT_REJECTS if result["rejected"] or result["failed_files"] else EXIT_OK
 
 

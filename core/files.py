@@ -8,11 +8,16 @@ the store completes only once every part is in): the final key never holds a par
 object either. A ``<file>.sha256`` sidecar written after it records what was written; a
 file is *intact* when it still hashes to its sidecar. Caches use that to refuse a hit
 whose output was deleted or altered.
+
+A write that fails (a full disk, a read-only folder, no permission) is an
+``OutputWriteError`` naming the output, never the hidden temporary, which the user did not
+ask for and which is removed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import re
@@ -23,9 +28,50 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from core.errors import PipelineError
 from core.storage import Location, is_remote, put_file, store_errors
 
 _CHUNK = 1 << 20
+
+
+class OutputWriteError(PipelineError):
+    """An output that could not be written: ``<output>: could not write: <what happened>``."""
+
+    def __init__(self, dest: str, reason: str, code: int | None = None) -> None:
+        super().__init__(f"{dest}: could not write: {reason}")
+        self.dest, self.reason = dest, reason
+        self.errno = code  # the OSError's, so that a retry condition can still tell EIO
+
+    def __reduce__(self) -> tuple[object, ...]:  # pickled whole (Dask, Prefect results)
+        return (type(self), (self.dest, self.reason, self.errno))
+
+
+# The faults a user can act on, in plain words; any other keeps the system's wording.
+_WRITE_FAULTS = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+}
+# Raised by writing only: a block that also reads or downloads (atomic_path's callers do)
+# raises its other OSErrors for reasons of its own, which must keep their messages.
+_ONLY_WRITES_FAIL_SO = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
+
+
+@contextlib.contextmanager
+def writing(dest: Location) -> Iterator[None]:
+    """Turn an OSError of the block, which writes ``dest`` or its temporary, into an
+    OutputWriteError naming ``dest``."""
+    try:
+        yield
+    except OSError as exc:
+        raise _write_error(dest, exc) from exc
+
+
+def _write_error(dest: Location, exc: OSError) -> OutputWriteError:
+    reason = _WRITE_FAULTS.get(exc.errno) or exc.strerror or str(exc) or type(exc).__name__
+    return OutputWriteError(str(dest), reason, exc.errno)
 
 
 def sha256_file(path: Location) -> str:
@@ -103,37 +149,59 @@ def atomic_path(dest: Location) -> Iterator[Path]:
     """Yield a temporary local path; it becomes ``dest`` if the block succeeds.
 
     Locally the temporary is beside ``dest`` and renamed onto it; for a store URL it is a
-    local temporary file, uploaded whole to ``dest``.
+    local temporary file, uploaded whole to ``dest``. Failing to write it (creating it,
+    filling it, renaming it) raises OutputWriteError; either way the temporary is removed.
     """
-    if is_remote(dest):
-        with _uploaded_on_success(dest) as tmp:
+    tmp = new_temporary(dest)
+    try:
+        try:
             yield tmp
-        return
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_path(dest)
-    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))  # the name is ours
-    # Outputs are meant to be read by other users and tools, whatever the umask.
-    os.chmod(tmp, 0o644)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, dest)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-@contextlib.contextmanager
-def _uploaded_on_success(dest: Location) -> Iterator[Path]:
-    fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".upload")
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-        put_file(tmp, dest)
+        except OSError as exc:
+            if _failed_writing(exc, tmp):
+                raise _write_error(dest, exc) from exc
+            raise
+        move_into_place(tmp, dest)
     finally:
+        # Gone already once moved into place. Tidying never hides the block's own error.
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+
+
+def _failed_writing(exc: OSError, tmp: Path) -> bool:
+    """Whether ``exc`` came from writing ``tmp``, not from what else the block does."""
+    names = {str(name) for name in (exc.filename, exc.filename2) if name is not None}
+    return exc.errno in _ONLY_WRITES_FAIL_SO or str(tmp) in names
+
+
+def new_temporary(dest: Location) -> Path:
+    """Create the empty temporary that becomes ``dest``: beside it (see temporary_path),
+    or for a store URL a local file to upload. OutputWriteError if it cannot be created."""
+    with writing(dest):
+        if is_remote(dest):
+            fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".upload")
+            os.close(fd)
+            return Path(name)
+        dest = Path(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = temporary_path(dest)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)  # the name is ours
+        try:
+            # Outputs are meant to be read by other users and tools, whatever the umask.
+            os.fchmod(fd, 0o644)
+        finally:
+            os.close(fd)
+        return tmp
+
+
+def move_into_place(tmp: Path, dest: Location) -> None:
+    """Make the complete temporary ``tmp`` the file ``dest``: rename it, or upload it whole
+    (one PUT, or a multipart upload completed only once every part is in)."""
+    if is_remote(dest):
+        put_file(tmp, dest)  # a store's faults are StorageErrors that name dest
         tmp.unlink(missing_ok=True)
+        return
+    with writing(dest):
+        os.replace(tmp, dest)
 
 
 def atomic_write_bytes(dest: Location, data: bytes) -> None:

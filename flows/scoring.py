@@ -19,6 +19,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from core.errors import PipelineError
 from core.scoring.jobs import plan_jobs
+from core.scoring.score_file import ScoringOutputError
 from core.settings import Settings
 from flows import name_this_run
 from flows.deployments import DEFAULT_SCORING_TIMEOUT, ENV_SCORING_TIMEOUT, run_timeout
@@ -74,11 +75,7 @@ def scoring_flow(
     chosen = locate_model(str(settings.models_dir), model)
     name_this_run(f"score-{len(jobs)} files-{chosen['version']}")
     futures = [_named(job).submit(job, chosen, format) for job in jobs]
-    files = []
-    for job, future in zip(jobs, futures, strict=True):
-        result = outcome(future)
-        failed = isinstance(result, BaseException)
-        files.append({"file": job.input, "error": str(result)} if failed else result)
+    files = [_file_outcome(job, outcome(future)) for job, future in zip(jobs, futures, strict=True)]
     create_table_artifact(
         summary_table(files),
         key="mnist-scoring-summary",
@@ -113,6 +110,17 @@ def scoring_flow(
     return summary
 
 
+def _file_outcome(job: Any, result: Any) -> dict[str, Any]:
+    """The task's summary of the file, or its error; an output that could not be written
+    still counts the rows read before (they were read, none of them scored)."""
+    if not isinstance(result, BaseException):
+        return result
+    failed = {"file": job.input, "error": str(result)}
+    if isinstance(result, ScoringOutputError):
+        failed["rows"] = result.rows_read
+    return failed
+
+
 def _named(job: Any) -> Any:
     """score_csv whose run is named ``score <file name>`` (braces escaped: Prefect formats
     a string task_run_name with the task's parameters)."""
@@ -135,7 +143,7 @@ def summary_table(files: list[dict[str, Any]]) -> list[dict[str, Any]]:
         counts = f["label_counts"] if ok else {}
         row = {
             "file": f["file"],
-            "rows": f["rows"] if ok else None,
+            "rows": f.get("rows"),  # a failed file's: those read before it failed, if any
             "scored": f["scored"] if ok else None,
             "rejected": f["rejected"] if ok else None,
             "output": f["output"] if ok else None,

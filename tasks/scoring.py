@@ -16,6 +16,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from core import registry
+from core.files import OutputWriteError
 from core.scoring.jobs import Job
 from core.scoring.score_file import score_file
 from core.storage import location
@@ -33,8 +34,9 @@ def locate_model(models_dir: str, ref: str | None) -> dict[str, Any]:
     return {"version": loaded.version, "path": str(loaded.path.parent)}
 
 
-# Errors of shared (network) storage that are worth another try; anything else, such as a
-# missing input or a full disk, fails the file at once.
+# Errors of shared (network) storage that are worth another try, reading an input or
+# writing an output; anything else, such as a missing input or a full disk, fails the file
+# at once.
 _TRANSIENT_ERRNOS = {errno.EIO, errno.ESTALE, errno.ETIMEDOUT, errno.EAGAIN, errno.ECONNRESET}
 
 
@@ -42,7 +44,7 @@ def _transient_io_error(task: Any, task_run: Any, state: Any) -> bool:
     """Retry condition: the task failed on a transient storage error."""
     try:
         state.result()
-    except OSError as exc:
+    except (OSError, OutputWriteError) as exc:
         return exc.errno in _TRANSIENT_ERRNOS
     except Exception:
         return False
@@ -78,6 +80,11 @@ def score_csv(job: Job, model: dict[str, Any], fmt: str = "csv") -> dict[str, An
         "%s: %d rows, %d scored, %d rejected",
         job.input, summary["rows"], summary["scored"], summary["rejected"],
     )  # fmt: skip
+    # One line per output, so that `prefect deployment run --watch` and the UI say where
+    # the results went.
+    logger.info("%s: predictions written to %s", job.input, summary["output"])
+    if summary["rejects"]:
+        logger.info("%s: rejects written to %s", job.input, summary["rejects"])
     if summary["rejected"]:
         logger.warning(
             "%s: %d row(s) rejected, see %s", job.input, summary["rejected"], summary["rejects"]

@@ -1,11 +1,15 @@
 """Atomic writes and sidecar fingerprints."""
 
+import errno
+import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from core.errors import PipelineError
 from core.files import atomic_path, atomic_write_text, is_intact, seal, temporary_path
 from tests.support import REPO
 
@@ -81,3 +85,77 @@ def test_live_writers_and_other_hosts_keep_their_temporaries(tmp_path):
         tmp.write_bytes(b"new")
     assert ours.exists() and elsewhere.exists()
     assert dest.read_bytes() == b"new"
+
+
+# ----------------------------------------------------------------------------- write errors
+# Issue 20, item 7: a write that fails is one line (a PipelineError) that names the output,
+# never the hidden temporary, and says what happened; the temporary is removed.
+
+PLAIN_WORDS = [
+    (errno.ENOSPC, "no space left on the device"),
+    (errno.EDQUOT, "disk quota exceeded"),
+    (errno.EROFS, "read-only file system"),
+    (errno.EACCES, "permission denied"),
+    (errno.EPERM, "permission denied"),
+    (errno.EIO, os.strerror(errno.EIO)),  # no plainer words: the system's own
+]
+
+
+def test_a_failed_write_of_the_temporary_names_the_output(tmp_path):
+    dest = tmp_path / "metrics.json"
+    dest.write_text("previous")
+    with pytest.raises(PipelineError) as caught, atomic_path(dest) as tmp:
+        tmp.write_text("half")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # as the next write would
+    assert str(caught.value) == f"{dest}: could not write: no space left on the device"
+    assert dest.read_text() == "previous"
+    assert list(tmp_path.iterdir()) == [dest]
+
+
+@pytest.mark.parametrize(("code", "words"), PLAIN_WORDS)
+def test_a_rename_that_fails_is_said_in_plain_words(tmp_path, monkeypatch, code, words):
+    def refuse(src, dst):
+        raise OSError(code, os.strerror(code), src, dst)
+
+    monkeypatch.setattr(os, "replace", refuse)
+    dest = tmp_path / "report.md"
+    with pytest.raises(PipelineError) as caught:
+        atomic_write_text(dest, "# report\n")
+    assert str(caught.value) == f"{dest}: could not write: {words}"
+    assert caught.value.errno == code  # a retry condition can still tell EIO
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_folder_that_refuses_the_temporary_names_the_output_not_the_temporary(
+    tmp_path, monkeypatch
+):
+    # Tests run as root, whom chmod does not stop: the refusal is injected where the
+    # temporary is created (test_write_errors has a real read-only mount).
+    def refuse(path, *args, **kwargs):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
+
+    monkeypatch.setattr(os, "open", refuse)
+    dest = tmp_path / "champion.json"
+    with pytest.raises(PipelineError) as caught:
+        atomic_write_text(dest, "{}")
+    [line] = str(caught.value).splitlines()
+    assert line == f"{dest}: could not write: permission denied"
+    assert ".tmp" not in line
+
+
+def test_what_else_the_block_fails_at_keeps_its_own_error(tmp_path):
+    # atomic_path's callers also read and download inside the block: a missing source is
+    # not an output that could not be written.
+    dest = tmp_path / "copy.bin"
+    with pytest.raises(FileNotFoundError), atomic_path(dest) as tmp:
+        tmp.write_bytes((tmp_path / "absent.bin").read_bytes())
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_write_error_crosses_processes_whole():
+    from core.files import OutputWriteError
+
+    error = OutputWriteError("/out/a.csv", "no space left on the device", errno.ENOSPC)
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is OutputWriteError and str(copy) == str(error)
+    assert copy.errno == errno.ENOSPC

@@ -374,6 +374,16 @@ def test_the_run_tells_what_happened_task_names_summary_rejects_and_a_warning(tr
     assert "... and 5 more" in report
     warnings = [log.message for log in logs if log.level == 30]
     assert any(str(tmp_path / "out" / "bad_rows.rejects.csv") in m for m in warnings), warnings
+    # Where each output went, one INFO line each, for `--watch` and the UI.
+    infos = {log.message for log in logs if log.level == 20}
+    out = tmp_path / "out"
+    for name in ("clean", "bad_rows", "nolabels"):
+        source = tmp_path / f"{name}.csv"
+        assert f"{source}: predictions written to {out / name}.predictions.csv" in infos, infos
+    assert (
+        f"{tmp_path / 'bad_rows.csv'}: rejects written to {out / 'bad_rows.rejects.csv'}" in infos
+    )
+    assert not any("clean.csv: rejects" in m for m in infos)
 
 
 def test_without_labels_or_rejects_no_accuracy_column_and_no_rejects_report(trained, tmp_path):

@@ -1,8 +1,8 @@
 """Scoring jobs: which outputs each input file gets, planned before anything is written.
 
-A request that cannot be scored as asked (no inputs, two inputs that would write the same
-output, an output that would overwrite an input) is a ``ScoringUsageError`` (exit code 2)
-raised before any file is touched.
+A request that cannot be scored as asked (no inputs, a glob that matches no file, a folder
+as an input, two inputs that would write the same output, an output that would overwrite
+an input) is a ``ScoringUsageError`` (exit code 2) raised before any file is touched.
 """
 
 from __future__ import annotations
@@ -41,18 +41,38 @@ def input_stem(path: Location) -> str:
 
 def expand_inputs(patterns: list[str]) -> list[Location]:
     """Paths and globs (local, or store URLs such as ``s3://bucket/in/*.csv``), in the order
-    given; a pattern matching nothing is kept as a path, so that scoring reports it as
-    missing."""
+    given. A path that does not exist is kept, so that scoring reports it as missing and
+    scores the others; a glob that matches no file, or a local folder, can only be a
+    mistake in the command (ScoringUsageError). A glob's local folders are left out."""
     paths: list[Location] = []
     seen: set[str] = set()
     for pattern in patterns:
-        matches = _glob(pattern) if glob.has_magic(pattern) else []
-        for p in matches or [pattern]:
-            path = location(p)
+        matches = [location(pattern)]
+        if glob.has_magic(pattern):
+            found = [p for p in map(location, _glob(pattern)) if not _is_local_folder(p)]
+            # A file named like a pattern ("scan[1].csv") that matches nothing is itself.
+            if not found and not _is_local_file(matches[0]):
+                raise ScoringUsageError(f"{pattern}: no file matches this pattern")
+            matches = found or matches
+        for path in matches:
+            if _is_local_folder(path):
+                raise ScoringUsageError(
+                    f"{path} is a folder, not a file; to score the files in it, give a "
+                    f"pattern such as {path / '*.csv'}"
+                )
             if identity(path) not in seen:
                 seen.add(identity(path))
                 paths.append(path)
     return paths
+
+
+# A store is not asked: that would be one request per input, in the CLI and in the flow.
+def _is_local_folder(path: Location) -> bool:
+    return not is_remote(path) and path.is_dir()
+
+
+def _is_local_file(path: Location) -> bool:
+    return not is_remote(path) and path.is_file()
 
 
 def _glob(pattern: str) -> list[str]:

@@ -9,7 +9,8 @@ In the predictions, rows keep input order, ``ImageId`` is the 1-based data-row i
 (Kaggle's submission convention) and ``Confidence`` is rounded to CONFIDENCE_DECIMALS.
 Both outputs are committed only after the whole input was read, the rejects file (or the
 removal of a stale one) first, so a fresh predictions file always comes with its own
-rejects.
+rejects. An output that cannot be written is a ``ScoringOutputError``, which names it and
+counts the rows read until then.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 
+from core.files import OutputWriteError
 from core.scoring.careful import ParsedChunk
 from core.scoring.layout import OUTPUT_COLUMNS, InputFileError, Layout
 from core.scoring.reader import PixelCsvReader
@@ -34,9 +36,9 @@ from core.scoring.writers import (
     arrow_strings,
     output_schema,
 )
-from core.storage import identity, is_remote, location
+from core.storage import identity, location
 
-__all__ = ["OUTPUT_COLUMNS", "InputFileError", "ScoreSummary", "score_file"]
+__all__ = ["OUTPUT_COLUMNS", "InputFileError", "ScoreSummary", "ScoringOutputError", "score_file"]
 
 N_CLASSES = 10
 # Rows per chunk: per parse, predict call and write (~15 MB of Kaggle CSV). Big enough that
@@ -49,6 +51,18 @@ DEFAULT_CHUNK_ROWS = 8192
 CONFIDENCE_DECIMALS = 6
 
 Predictor = Callable[[np.ndarray], np.ndarray]
+
+
+class ScoringOutputError(OutputWriteError):
+    """An output of a scored file could not be written; ``rows_read`` data rows had been
+    read by then (none of them scored: nothing was written)."""
+
+    def __init__(self, dest: str, reason: str, code: int | None, rows_read: int) -> None:
+        super().__init__(dest, reason, code)
+        self.rows_read = rows_read
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.dest, self.reason, self.errno, self.rows_read))
 
 
 @dataclass
@@ -179,25 +193,38 @@ def score_file(
     paths = (location(input_path), location(output_path), location(rejects_path))
     _check_args(*paths, fmt)
     with PixelCsvReader(paths[0], chunk_rows=chunk_rows, workers=workers) as reader:
-        layout = reader.layout
-        schema = output_schema(layout)
-        tally = _Tally(has_labels=layout.label_col is not None)
-        for p in paths[1:]:
-            if not is_remote(p):  # a store has no folders (and s3fs's mkdir makes buckets)
-                p.parent.mkdir(parents=True, exist_ok=True)
-        predictions = PredictionWriter(paths[1], fmt, schema)
-        rejects = RejectsWriter(paths[2])
+        tally = _Tally(has_labels=reader.layout.label_col is not None)
         try:
-            with contextlib.closing(reader.chunks()) as chunks:
-                for chunk in chunks:
-                    table, bad, labels = _score_chunk(chunk, layout, schema, predict_proba)
-                    predictions.write(table)
-                    rejects.write(bad)
-                    tally.add(chunk.n_rows, labels, chunk.labels)
-            rejects.commit()
-            predictions.commit()
-        except BaseException:
-            predictions.discard()
-            rejects.discard()
-            raise
-    return tally.summary(paths, rejects.count, time.perf_counter() - start)
+            rejected = _write_outputs(reader, paths[1:], fmt, predict_proba, tally)
+        except OutputWriteError as exc:
+            raise ScoringOutputError(exc.dest, exc.reason, exc.errno, tally.rows) from exc
+    return tally.summary(paths, rejected, time.perf_counter() - start)
+
+
+def _write_outputs(
+    reader: PixelCsvReader,
+    outputs: tuple[Path, Path],
+    fmt: Literal["csv", "parquet"],
+    predict_proba: Predictor,
+    tally: _Tally,
+) -> int:
+    """Score every chunk into the (predictions, rejects) ``outputs``, then commit them,
+    rejects first; return the rows rejected. ``tally`` counts each chunk as soon as it is
+    read, so that a write failing after it still tells how many rows were read."""
+    schema = output_schema(reader.layout)
+    predictions = PredictionWriter(outputs[0], fmt, schema)
+    rejects = RejectsWriter(outputs[1])
+    try:
+        with contextlib.closing(reader.chunks()) as chunks:
+            for chunk in chunks:
+                table, bad, labels = _score_chunk(chunk, reader.layout, schema, predict_proba)
+                tally.add(chunk.n_rows, labels, chunk.labels)
+                predictions.write(table)
+                rejects.write(bad)
+        rejects.commit()
+        predictions.commit()
+    except BaseException:
+        predictions.discard()
+        rejects.discard()
+        raise
+    return rejects.count

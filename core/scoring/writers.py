@@ -6,7 +6,8 @@
 
 Each goes to a temp file in the destination folder and is moved into place with
 ``os.replace`` on commit, so an interrupted run leaves either the previous file or the new
-one, never a partial file under the real name.
+one, never a partial file under the real name. A write that fails (a full disk, say) is an
+``OutputWriteError`` naming the output, not its temp file.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import contextlib
 import csv
 import io
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
@@ -24,9 +24,9 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from core.files import temporary_path
+from core.files import move_into_place, new_temporary, writing
 from core.scoring.layout import Layout
-from core.storage import Location, is_remote, put_file, store_errors
+from core.storage import Location, is_remote, store_errors
 
 REJECT_COLUMNS = ("ImageId", "Line", "Reason")
 REJECT_COLUMNS_LINE = (",".join(REJECT_COLUMNS) + "\n").encode()  # how our rejects begin
@@ -34,39 +34,37 @@ PARQUET_ROW_GROUP = 65_536  # chunks are small; batch them so row groups are not
 
 
 class AtomicFile:
-    """A temp file beside ``path`` that becomes ``path`` only on commit(). For a store
-    ``path``, a local temp file that commit() uploads whole (one PUT, or a multipart upload
-    completed only when every part is in), so the key never holds a partial object."""
+    """An open temporary file that becomes ``path`` only on commit(); core.files creates
+    it (beside ``path``, or locally for a store URL) and renames or uploads it whole. A
+    failed write of it, inside ``with self.writing()``, is an OutputWriteError naming
+    ``path``."""
 
     def __init__(self, path: Location) -> None:
         self.path = path
-        if is_remote(path):
-            fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".upload")
-            os.close(fd)
-            self.tmp = Path(name)
-            self.file: BinaryIO = open(self.tmp, "wb")  # noqa: SIM115 - closed in commit/discard
-            return
-        # Not mkstemp: its 0600 mode would survive the rename; "x" honours the umask.
-        self.tmp = temporary_path(path)
-        self.file = open(self.tmp, "xb")  # noqa: SIM115 - closed in commit/discard
+        self.tmp = new_temporary(path)
+        try:
+            with self.writing():
+                self.file: BinaryIO = open(self.tmp, "wb")  # noqa: SIM115 - closed in commit/discard
+        except BaseException:
+            self.tmp.unlink(missing_ok=True)
+            raise
+
+    def writing(self) -> contextlib.AbstractContextManager[None]:
+        return writing(self.path)
 
     def commit(self) -> None:
-        if is_remote(self.path):
+        with self.writing():
+            self.file.flush()
+            if not is_remote(self.path):
+                os.fsync(self.file.fileno())  # the rename must not land before the data does
             self.file.close()
-            try:
-                put_file(self.tmp, self.path)
-            finally:
-                self.tmp.unlink(missing_ok=True)
-            return
-        self.file.flush()
-        os.fsync(self.file.fileno())  # the rename must not land before the data does
-        self.file.close()
-        os.replace(self.tmp, self.path)
+        move_into_place(self.tmp, self.path)
 
     def discard(self) -> None:
         with contextlib.suppress(OSError):
             self.file.close()
-        self.tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            self.tmp.unlink(missing_ok=True)
 
 
 def output_schema(layout: Layout) -> pa.Schema:
@@ -97,20 +95,22 @@ class PredictionWriter:
         self.pending: list[pa.Table] = []
         self.pending_rows = 0
         try:
-            if fmt == "csv":
-                # Arrow always quotes header names, so the header is written here, plainly.
-                self.out.file.write(_csv_line(tuple(schema.names)))
-                opts = pa_csv.WriteOptions(include_header=False, quoting_style="needed")
-                self.writer: Any = pa_csv.CSVWriter(self.out.file, schema, write_options=opts)
-            else:
-                self.writer = pq.ParquetWriter(self.out.file, schema)
+            with self.out.writing():
+                if fmt == "csv":
+                    # Arrow always quotes header names, so the header is written here, plainly.
+                    self.out.file.write(_csv_line(tuple(schema.names)))
+                    opts = pa_csv.WriteOptions(include_header=False, quoting_style="needed")
+                    self.writer: Any = pa_csv.CSVWriter(self.out.file, schema, write_options=opts)
+                else:
+                    self.writer = pq.ParquetWriter(self.out.file, schema)
         except BaseException:
             self.out.discard()
             raise
 
     def write(self, table: pa.Table) -> None:
         if self.fmt == "csv":
-            self.writer.write_table(table)
+            with self.out.writing():
+                self.writer.write_table(table)
             return
         self.pending.append(table)
         self.pending_rows += table.num_rows
@@ -119,13 +119,15 @@ class PredictionWriter:
 
     def _flush(self) -> None:
         if self.pending:
-            self.writer.write_table(pa.concat_tables(self.pending))
+            with self.out.writing():
+                self.writer.write_table(pa.concat_tables(self.pending))
         self.pending, self.pending_rows = [], 0
 
     def commit(self) -> None:
         if self.fmt == "parquet":
             self._flush()
-        self.writer.close()  # neither writer closes the Python file it was handed
+        with self.out.writing():
+            self.writer.close()  # neither writer closes the Python file it was handed
         self.out.commit()
 
     def discard(self) -> None:
@@ -148,10 +150,12 @@ class RejectsWriter:
             return
         if self.out is None:
             self.out = AtomicFile(self.path)
-            self.out.file.write(REJECT_COLUMNS_LINE)
+            with self.out.writing():
+                self.out.file.write(REJECT_COLUMNS_LINE)
         buf = io.StringIO()
         csv.writer(buf, lineterminator="\n").writerows(rows)
-        self.out.file.write(buf.getvalue().encode("utf-8"))
+        with self.out.writing():
+            self.out.file.write(buf.getvalue().encode("utf-8"))
         self.count += len(rows)
 
     def commit(self) -> None:
