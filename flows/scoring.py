@@ -8,6 +8,7 @@ on Dask workers. The outputs are the same bytes whichever runner ran the tasks (
 from __future__ import annotations
 
 import csv
+import io
 import os
 from itertools import islice
 from pathlib import Path
@@ -21,6 +22,7 @@ from core.errors import PipelineError
 from core.scoring.jobs import plan_jobs
 from core.scoring.score_file import ScoringOutputError
 from core.settings import Settings
+from core.storage import location, store_errors
 from flows import name_this_run
 from flows.deployments import DEFAULT_SCORING_TIMEOUT, ENV_SCORING_TIMEOUT, run_timeout
 from flows.runners import outcome, rerun_on_dask, wants_dask_subflow
@@ -128,11 +130,13 @@ def _named(job: Any) -> Any:
     return score_csv.with_options(task_run_name=name)
 
 
-DIGITS = [str(d) for d in range(10)]
+# The columns of predicted-digit counts. Not "0"-"9": JavaScript lists an object's
+# integer-like keys first, so the UI showed them before the file's name and counts.
+DIGITS = [f"digit {d}" for d in range(10)]
 
 
 def summary_table(files: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per file: counts, paths, predicted-digit counts ``0``-``9``; ``accuracy``
+    """One row per file: counts, paths, predicted-digit counts ``digit 0``-``digit 9``; ``accuracy``
     only when some file had labels, ``error`` only when some file failed. Every row has
     the same columns."""
     labelled = any(f.get("has_labels") for f in files)
@@ -148,7 +152,7 @@ def summary_table(files: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "rejected": f["rejected"] if ok else None,
             "output": f["output"] if ok else None,
             "rejects": f["rejects"] if ok else None,  # the rejects file, when rows were rejected
-            **{d: counts.get(int(d), counts.get(d)) for d in DIGITS},
+            **{column: counts.get(d, counts.get(str(d))) for d, column in enumerate(DIGITS)},
         }
         if labelled:
             row["accuracy"] = f.get("accuracy")
@@ -176,10 +180,12 @@ def rejects_report(files: list[dict[str, Any]], shown: int = REJECTS_SHOWN) -> s
             f"{f['rejected']} rejected row(s), in `{f['rejects']}`",
             "",
         ]
-        try:
-            with open(f["rejects"], newline="", encoding="utf-8", errors="replace") as fh:
-                first = list(islice(csv.DictReader(fh), shown))
-        except OSError as exc:
+        try:  # a local path or a store URL (s3://...), like every output
+            rejects = location(f["rejects"])
+            with store_errors(rejects, "read"), rejects.open("rb") as raw:
+                text = io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline="")
+                first = list(islice(csv.DictReader(text), shown))
+        except (OSError, PipelineError) as exc:
             parts += [f"(could not read the rejects file: {_cell(str(exc))})", ""]
             continue
         parts += ["| ImageId | line | reason |", "|---:|---:|---|"]

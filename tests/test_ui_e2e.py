@@ -137,7 +137,7 @@ def test_the_ui_tells_what_was_trained_and_scored(tmp_path):
     assert {t.name for t in tasks} >= {"score clean.csv", "score bad_rows.csv"}
     table = json.loads(summary[0].data)
     assert len(table) == 2
-    digits = {str(d) for d in range(10)}
+    digits = {f"digit {d}" for d in range(10)}
     assert set(table[0]) >= {"file", "rows", "scored", "rejected", "output", "rejects",
                              "accuracy", *digits}  # fmt: skip
     bad_row = next(r for r in table if r["file"].endswith("bad_rows.csv"))
