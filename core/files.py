@@ -1,13 +1,16 @@
 """Atomic writes and content fingerprints for every file the pipeline produces.
 
-A file is written to a temporary name in its destination folder and renamed into place
-only when complete, so a crash or a retry never leaves a half-written file under the
-final name. On a store (``core.storage``), where there is no rename, the file is written
-to a local temporary and uploaded whole when complete (one PUT, or a multipart upload
-the store completes only once every part is in): the final key never holds a partial
-object either. A ``<file>.sha256`` sidecar written after it records what was written; a
-file is *intact* when it still hashes to its sidecar. Caches use that to refuse a hit
-whose output was deleted or altered.
+Every output, whatever writes it, goes through one helper (``new_temporary`` then
+``move_into_place``; ``atomic_path`` wraps the pair) with one set of guarantees. A file is
+written to a temporary name in its destination folder, created with mode 0666 less the
+umask like any file the user makes, flushed to the disk (fsync) and renamed into place
+only when complete, then the folder is flushed: a crash, a power cut or a retry never
+leaves a half-written file under the final name. On a store (``core.storage``), where
+there is no rename, the file is written to a local temporary and uploaded whole when
+complete (one PUT, or a multipart upload the store completes only once every part is in):
+the final key never holds a partial object either. A ``<file>.sha256`` sidecar written
+after it records what was written; a file is *intact* when it still hashes to its
+sidecar. Caches use that to refuse a hit whose output was deleted or altered.
 
 A write that fails (a full disk, a read-only folder, no permission) is an
 ``OutputWriteError`` naming the output, never the hidden temporary, which the user did not
@@ -92,7 +95,6 @@ def temporary_path(dest: Path) -> Path:
     processes of this host (once per folder: an output folder may hold thousands of
     files). Other hosts' are left alone, since their processes cannot be checked.
     """
-    dest = Path(dest)
     host = socket.gethostname()
     _remove_abandoned_once(dest.parent, host)
     return dest.with_name(f".{dest.name}.{host}-{os.getpid()}.{secrets.token_hex(4)}.tmp")
@@ -181,27 +183,37 @@ def new_temporary(dest: Location) -> Path:
             fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".upload")
             os.close(fd)
             return Path(name)
-        dest = Path(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = temporary_path(dest)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)  # the name is ours
-        try:
-            # Outputs are meant to be read by other users and tools, whatever the umask.
-            os.fchmod(fd, 0o644)
-        finally:
-            os.close(fd)
+        # Not mkstemp, whose 0600 would survive the rename: 0666 less the umask, as for
+        # any file the user creates. O_EXCL: the name is ours alone.
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
         return tmp
 
 
 def move_into_place(tmp: Path, dest: Location) -> None:
-    """Make the complete temporary ``tmp`` the file ``dest``: rename it, or upload it whole
-    (one PUT, or a multipart upload completed only once every part is in)."""
+    """Make the complete, closed temporary ``tmp`` the file ``dest``: upload it whole (one
+    PUT, or a multipart upload completed only once every part is in), or flush it to the
+    disk and rename it, so that after a crash ``dest`` is the old file or the whole new one;
+    the folder is flushed too, which makes the rename last."""
     if is_remote(dest):
         put_file(tmp, dest)  # a store's faults are StorageErrors that name dest
         tmp.unlink(missing_ok=True)
         return
     with writing(dest):
+        fsync(tmp)  # the rename must not land before the data does
         os.replace(tmp, dest)
+    with contextlib.suppress(OSError):  # best effort: not every system opens folders
+        fsync(dest.parent)
+
+
+def fsync(path: Path) -> None:
+    """Flush the file or folder ``path`` to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def atomic_write_bytes(dest: Location, data: bytes) -> None:

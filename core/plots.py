@@ -11,13 +11,12 @@ alternating rounds on the shared 2-core machine at load 6-7), which a nightly jo
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from core.files import atomic_path
-from core.storage import Location, location
+from core.storage import Location
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -44,11 +43,11 @@ def _figure(width: float, height: float, **margins: float) -> Figure:
 
 
 def _save(figure: Figure, dest: Location) -> None:
-    with atomic_path(location(dest)) as tmp:
+    with atomic_path(dest) as tmp:
         figure.savefig(tmp, format="png", dpi=DPI)
 
 
-def confusion_heatmap(confusion: np.ndarray, dest: Path) -> None:
+def confusion_heatmap(confusion: np.ndarray, dest: Location) -> None:
     """Heatmap of counts (n_classes, n_classes), true class down, predicted across.
 
     The shade is log(1 + count), so the few off-diagonal mistakes still show beside the
@@ -71,7 +70,7 @@ def confusion_heatmap(confusion: np.ndarray, dest: Path) -> None:
     _save(figure, dest)
 
 
-def learning_curve(curve: list[dict[str, Any]], dest: Path) -> None:
+def learning_curve(curve: list[dict[str, Any]], dest: Location) -> None:
     """Loss and accuracy per epoch, on the training and validation splits, side by side.
 
     ``curve`` holds one dict per epoch: ``epoch``, ``{train,val}_{loss,accuracy}``; a NaN
@@ -94,7 +93,7 @@ def learning_curve(curve: list[dict[str, Any]], dest: Path) -> None:
 
 
 def misclassified_grid(
-    images: np.ndarray, true: list[int], predicted: list[int], dest: Path
+    images: np.ndarray, true: list[int], predicted: list[int], dest: Location
 ) -> None:
     """Misclassified digits, ``images`` of shape (k, 784) in [0, 1], 8 to a row.
 

@@ -31,13 +31,20 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import joblib
 
 from core.errors import PipelineError
-from core.files import atomic_path, atomic_write_text, seal, sha256_file
+from core.files import (
+    OutputWriteError,
+    atomic_path,
+    atomic_write_text,
+    fsync,
+    seal,
+    sha256_file,
+    writing,
+)
 from core.safe_joblib import UnsafeFileError, safe_load
 from core.storage import (
     Location,
@@ -84,62 +91,51 @@ def publish(models_dir: Location, bundle: dict[str, Any], extra_files: dict[str,
     """Write a new version folder (bundle, manifest, extra files) atomically; return its name.
 
     On disk everything is assembled in a hidden folder and renamed into place, so a version
-    folder that exists is complete; on a store the manifest is uploaded last.
+    folder that exists is complete; on a store the manifest is uploaded last. A write that
+    fails is an OutputWriteError naming the version folder (or a file in it).
     """
-    models_dir = location(models_dir)
-    if is_remote(models_dir):
-        return _publish_to_store(models_dir, bundle, extra_files)
-    models_dir.mkdir(parents=True, exist_ok=True)
-    version = new_version_name()
-    staging = models_dir / f".staging-{version}"
-    staging.mkdir()
-    try:
-        bundle = {**bundle, "version": version}
-        with atomic_path(staging / BUNDLE) as tmp:
-            joblib.dump(bundle, tmp)
-        for name, source in extra_files.items():
-            _copy(source, staging / name)
-        files = {p.name: sha256_file(p) for p in sorted(staging.iterdir())}
-        atomic_write_text(staging / MANIFEST, _manifest_text(version, bundle, files))
-        os.rename(staging, models_dir / version)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    seal(models_dir / version / BUNDLE)
-    return version
-
-
-def _publish_to_store(
-    models_dir: Location, bundle: dict[str, Any], extra_files: dict[str, Location]
-) -> str:
     version = new_version_name()
     version_dir = models_dir / version
     bundle = {**bundle, "version": version}
-    with atomic_path(version_dir / BUNDLE) as tmp:
-        joblib.dump(bundle, tmp)
-        files = {BUNDLE: sha256_file(tmp)}
-    for name, source in extra_files.items():
-        with atomic_path(version_dir / name) as tmp:
-            _copy(source, tmp)
-            files[name] = sha256_file(tmp)
-    # Last: until the manifest is there, the version does not exist for anyone.
-    atomic_write_text(
-        version_dir / MANIFEST, _manifest_text(version, bundle, dict(sorted(files.items())))
-    )
+    if is_remote(models_dir):
+        _write_version(version_dir, bundle, extra_files)
+    else:
+        staging = models_dir / f".staging-{version}"
+        try:
+            with writing(version_dir):
+                models_dir.mkdir(parents=True, exist_ok=True)
+                staging.mkdir()
+            _write_version(staging, bundle, extra_files)
+            with writing(version_dir):
+                os.rename(staging, version_dir)
+        except OutputWriteError as err:  # the user never asked for the staging folder
+            shown = err.dest.replace(str(staging), str(version_dir), 1)
+            raise OutputWriteError(shown, err.reason, err.errno) from err
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)  # gone already once renamed
+        with contextlib.suppress(OSError):  # makes the rename last; best effort
+            fsync(models_dir)
     seal(version_dir / BUNDLE)
     return version
 
 
-def _copy(source: Location, dest: Path) -> None:
-    """Copy a local or store file to the local path ``dest``."""
-    source = location(source)
-    with store_errors(source, "read"), source.open("rb") as src, open(dest, "wb") as out:
-        shutil.copyfileobj(src, out, 1 << 20)
+def _write_version(folder: Location, bundle: dict[str, Any], extra: dict[str, Location]) -> None:
+    """Write the bundle, the ``extra`` files and, last, the manifest into ``folder``."""
+    with atomic_path(folder / BUNDLE) as tmp:
+        joblib.dump(bundle, tmp)
+        files = {BUNDLE: sha256_file(tmp)}
+    for name, source in extra.items():
+        with atomic_path(folder / name) as tmp:
+            with store_errors(source, "read"), source.open("rb") as src, open(tmp, "wb") as out:
+                shutil.copyfileobj(src, out, 1 << 20)
+            files[name] = sha256_file(tmp)
+    # Last: on a store, until the manifest is there, the version does not exist for anyone.
+    atomic_write_text(folder / MANIFEST, _manifest_text(bundle, dict(sorted(files.items()))))
 
 
-def _manifest_text(version: str, bundle: dict[str, Any], files: dict[str, str]) -> str:
+def _manifest_text(bundle: dict[str, Any], files: dict[str, str]) -> str:
     manifest = {
-        "version": version,
+        "version": bundle["version"],
         "created": bundle["created"],
         "fingerprint": bundle["fingerprint"],
         "test_accuracy": bundle["metrics"]["test_accuracy"],
@@ -149,7 +145,7 @@ def _manifest_text(version: str, bundle: dict[str, Any], files: dict[str, str]) 
 
 
 def read_manifest(version_dir: Location) -> dict[str, Any]:
-    path = location(version_dir) / MANIFEST
+    path = version_dir / MANIFEST
     try:
         with store_errors(path, "read"):
             manifest = json.loads(path.read_text())
@@ -180,7 +176,6 @@ def find_published(models_dir: Location, fingerprint: str) -> Location | None:
 def resolve(models_dir: Location, ref: str | None) -> Location:
     """The folder of model ``ref``: a version name, a folder or a model.joblib path (local or
     a store URL); else the champion."""
-    models_dir = location(models_dir)
     if ref is None:
         champion = read_champion(models_dir)
         if champion is None:
@@ -291,7 +286,7 @@ def read_champion(models_dir: Location) -> dict[str, Any] | None:
     object whose ``version`` is the plain name of a version folder of this registry and
     whose ``test_accuracy`` is a number in [0, 1].
     """
-    path = location(models_dir) / CHAMPION
+    path = models_dir / CHAMPION
     try:
         with store_errors(path, "read"):
             record = json.loads(path.read_text())
@@ -305,14 +300,14 @@ def read_champion(models_dir: Location) -> dict[str, Any] | None:
     version = record.get("version")
     if not is_version_name(version):
         raise _broken_champion(path, f"'version' is not a version name: {version!r}")
-    if not _is_version_dir(location(models_dir) / version):
+    if not _is_version_dir(models_dir / version):
         raise _broken_champion(path, f"names version {version}, which is not in {models_dir}")
     if not _is_accuracy(record.get("test_accuracy")):
         raise _broken_champion(path, "'test_accuracy' is missing or not a number in [0, 1]")
     return record
 
 
-def _broken_champion(path: Path, problem: str) -> ModelError:
+def _broken_champion(path: Location, problem: str) -> ModelError:
     return ModelError(f"{path}: {problem}; repair it with `mnist-pipeline models promote VERSION`")
 
 
@@ -345,11 +340,11 @@ def champion_version(models_dir: Location) -> str | None:
 def champion_lock(models_dir: Location) -> Iterator[None]:
     """Serialize champion changes across processes on this machine (and NFS with locking).
     A no-op on a store, where promotions use conditional writes instead."""
-    if fcntl is None or is_remote(location(models_dir)):
+    if fcntl is None or is_remote(models_dir):
         yield
         return
-    Path(models_dir).mkdir(parents=True, exist_ok=True)
-    with open(Path(models_dir) / ".champion.lock", "w") as lock:
+    models_dir.mkdir(parents=True, exist_ok=True)
+    with open(models_dir / ".champion.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield
@@ -372,7 +367,7 @@ def write_champion(
         "promoted_at": datetime.now(UTC).isoformat(),
         "reason": reason,
     }
-    path = location(models_dir) / CHAMPION
+    path = models_dir / CHAMPION
     text = json.dumps(record, indent=2) + "\n"
     if is_remote(path) and expected_etag is not False:
         if not conditional_put(path, text.encode(), expected_etag):
@@ -392,7 +387,6 @@ def promote_if_not_worse(
 ) -> dict[str, Any]:
     """Make ``version`` champion unless its test accuracy is below the champion's minus
     ``tolerance``; return the decision with its reason."""
-    models_dir = location(models_dir)
     accuracy = read_manifest(models_dir / version)["test_accuracy"]
     for _ in range(_CAS_ATTEMPTS):
         decision = _decide_and_write(models_dir, version, accuracy, tolerance, force)
@@ -450,7 +444,6 @@ def _decide_and_write(
 def promote(models_dir: Location, version: str) -> dict[str, Any]:
     """Make ``version`` the champion unconditionally (rollback, or the repair of a broken
     ``champion.json``); it must be a version of this registry and load cleanly."""
-    models_dir = location(models_dir)
     if not is_version_name(version) or not _is_version_dir(models_dir / version):
         raise ModelError(
             f"{version!r} is not a version in {models_dir}: promote takes a name that "
@@ -493,7 +486,6 @@ def list_versions(models_dir: Location) -> list[dict[str, Any]]:
 
 
 def _version_dirs(models_dir: Location) -> list[Location]:
-    models_dir = location(models_dir)
     with store_errors(models_dir, "list"):
         if not models_dir.is_dir():
             return []

@@ -13,14 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from core.safe_joblib import safe_load
-from core.storage import location
+from core.storage import Location
 
 REPORT_FILE = "report.md"
 PACKAGES = ("numpy", "prefect", "pandas", "pyarrow", "joblib")
 
 
 def model_bundle(
-    fit_path: Path, metrics_path: Path, data: dict[str, Any], fingerprint: str
+    fit_path: Location, metrics_path: Location, data: dict[str, Any], fingerprint: str
 ) -> dict[str, Any]:
     """The bundle of one trained and evaluated model, ready for ``registry.publish``."""
     record = safe_load(fit_path)
@@ -29,7 +29,7 @@ def model_bundle(
         "config": record["config"],
         "classes": list(range(record["config"]["n_classes"])),
         "curve": record["curve"],
-        "metrics": json.loads(location(metrics_path).read_text()),
+        "metrics": json.loads(metrics_path.read_text()),
         "data": data,
         "fingerprint": fingerprint,
         "packages": package_versions(),
@@ -81,7 +81,7 @@ def render_report(
     metrics: dict[str, Any],
     decision: dict[str, Any],
     provenance: dict[str, Any] | None = None,
-    plots_dir: Path | None = None,
+    plots_dir: Location | None = None,
 ) -> str:
     """The human report in Markdown: headline metrics, promotion, configuration, per-class
     table, plots.
@@ -119,9 +119,8 @@ def render_report(
     lines += [f"- {p['true']} → {p['predicted']}: {p['count']}" for p in metrics["most_confused"]]
     lines += ["", "## Plots", ""]
     for name, title in PLOT_TITLES.items():
-        path = location(plots_dir or ".") / name
-        if plots_dir is not None and path.is_file():
-            data = base64.b64encode(path.read_bytes()).decode("ascii")
+        if plots_dir is not None and (plots_dir / name).is_file():
+            data = base64.b64encode((plots_dir / name).read_bytes()).decode("ascii")
             lines.append(f"![{title}](data:image/png;base64,{data})")
         else:
             lines.append(f"![{title}]({name})")

@@ -15,7 +15,7 @@ import joblib
 
 from core.dataset import read_split
 from core.files import atomic_path, seal
-from core.storage import Location, location
+from core.storage import Location
 from model.config import ModelConfig, preset
 from model.train import EpochStats, fit
 
@@ -46,9 +46,9 @@ def fingerprint(source_sha256: dict[str, str], config: dict[str, Any]) -> str:
 
 
 def train_on_split(
-    split_path: str | Location,
+    split_path: Location,
     config: dict[str, Any],
-    work_dir: str | Location,
+    work_dir: Location,
     on_epoch: Callable[[EpochStats], None] | None = None,
 ) -> dict[str, Any]:
     """Fit the network on the split at ``split_path`` and save ``work_dir/fit.joblib``.
@@ -58,7 +58,7 @@ def train_on_split(
     cfg = ModelConfig.from_dict(config)
     X, y = read_split(split_path)
     result = fit(X, y, cfg, on_epoch=on_epoch)
-    dest = location(work_dir) / FIT_FILE
+    dest = work_dir / FIT_FILE
     record = {
         "params": [(W, b) for W, b in result.params],
         "config": cfg.to_dict(),

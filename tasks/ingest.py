@@ -43,6 +43,7 @@ def download(name: str, sha256: str, mirrors: tuple[str, ...], raw_dir: str) -> 
 def convert(images_gz: str, labels_gz: str, dest: str, checksums: dict[str, str]) -> dict[str, Any]:
     """Parse one split's IDX files and write it as normalized Parquet: its path, rows
     and the file's SHA-256, which the steps that read it key their caches on."""
-    split = convert_idx(images_gz, labels_gz, dest, checksums)
-    get_run_logger().info("%s: %d rows written", location(dest).name, split["rows"])
+    dest = location(dest)
+    split = convert_idx(location(images_gz), location(labels_gz), dest, checksums)
+    get_run_logger().info("%s: %d rows written", dest.name, split["rows"])
     return split

@@ -26,10 +26,9 @@ def publish_model(
     models_dir: str,
 ) -> dict[str, Any]:
     """Persist weights, config, curve, metrics and provenance as a new model version."""
-    metrics_path = location(evaluation["metrics_path"])
-    bundle = model_bundle(fit["path"], metrics_path, data, fingerprint)
+    models_dir, metrics_path = location(models_dir), location(evaluation["metrics_path"])
+    bundle = model_bundle(location(fit["path"]), metrics_path, data, fingerprint)
     extra = {path.name: path for path in evaluation_outputs(metrics_path.parent)}
-    models_dir = location(models_dir)
     version = registry.publish(models_dir, bundle, extra)
     get_run_logger().info("model saved as version %s", version)
     return {"version": version, "path": str(models_dir / version / registry.BUNDLE)}

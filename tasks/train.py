@@ -8,6 +8,7 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
+from core.storage import location
 from core.training import train_on_split
 from model.train import EpochStats
 from tasks import CONTENT
@@ -38,4 +39,4 @@ def train_model(train: dict[str, Any], config: dict[str, Any], work_dir: str) ->
             update_progress_artifact(progress, progress=100.0 * stats.epoch / epochs)
             last_update[0] = time.monotonic()
 
-    return train_on_split(train["path"], config, work_dir, on_epoch)
+    return train_on_split(location(train["path"]), config, location(work_dir), on_epoch)

@@ -159,3 +159,59 @@ def test_the_write_error_crosses_processes_whole():
     copy = pickle.loads(pickle.dumps(error))
     assert type(copy) is OutputWriteError and str(copy) == str(error)
     assert copy.errno == errno.ENOSPC
+
+
+# ----------------------------------------------------------------------------- one helper
+# Issue 21, item 2: every output gets the same guarantees, whichever code writes it: the
+# umask honoured, and the data on the disk before the rename makes it visible.
+
+
+def write_with_atomic_path(dest: Path) -> None:
+    atomic_write_text(dest, "written by atomic_path\n")
+
+
+def write_with_the_scoring_writer(dest: Path) -> None:
+    from core.scoring.writers import AtomicFile
+
+    out = AtomicFile(dest)
+    out.file.write(b"written by the scoring writer\n")
+    out.commit()
+
+
+BOTH_WRITERS = [write_with_atomic_path, write_with_the_scoring_writer]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_every_writer_honours_the_umask(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        for n, write in enumerate(BOTH_WRITERS):
+            write(tmp_path / f"out{n}")
+    finally:
+        os.umask(old)
+    modes = [(tmp_path / f"out{n}").stat().st_mode & 0o777 for n in range(len(BOTH_WRITERS))]
+    assert modes == [0o666 & ~umask] * len(BOTH_WRITERS)
+
+
+@pytest.mark.parametrize("write", BOTH_WRITERS)
+def test_every_writer_flushes_the_data_before_the_rename(tmp_path, monkeypatch, write):
+    events = []
+    fsync, replace = os.fsync, os.replace
+
+    def recording_fsync(fd):
+        events.append(("fsync", os.fstat(fd).st_ino))
+        fsync(fd)
+
+    def recording_replace(src, dst):
+        events.append(("replace", os.stat(src).st_ino))
+        replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    monkeypatch.setattr(os, "replace", recording_replace)
+    dest = tmp_path / "out.txt"
+    write(dest)
+    file, folder = dest.stat().st_ino, tmp_path.stat().st_ino
+    assert ("replace", file) in events
+    renamed = events.index(("replace", file))
+    assert ("fsync", file) in events[:renamed], events  # the data first
+    assert ("fsync", folder) in events[renamed:], events  # then the rename itself

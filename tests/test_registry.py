@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
+import os
 import pickle
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -304,3 +307,54 @@ def test_a_forced_promotion_repairs_a_broken_champion(tmp_path):
     (tmp_path / registry.CHAMPION).write_text("{}")
     decision = registry.promote_if_not_worse(tmp_path, version, force=True)
     assert decision["promoted"] and registry.champion_version(tmp_path) == version
+
+
+# ----------------------------------------------------------------------------- write errors
+# Issue 21, item 3: a publish that cannot write is the one-line OutputWriteError of every
+# output (exit 1, no traceback), naming the version folder, never the hidden staging one.
+
+
+def refused(code: int):
+    def refuse(path, *args, **kwargs):
+        raise OSError(code, os.strerror(code), str(path))
+
+    return refuse
+
+
+def published_error(models: Path) -> str:
+    """The error of a publish into ``models`` that fails, with the version folder's name
+    replaced by VERSION, once checked to be a one-line user error that left nothing."""
+    from cli.console import USER_ERRORS
+    from core.files import OutputWriteError
+
+    with pytest.raises(OutputWriteError) as caught:
+        registry.publish(models, bundle(0.9), {})
+    assert isinstance(caught.value, USER_ERRORS) and not isinstance(caught.value, ModelError)
+    assert os.listdir(models) == [] and registry.list_versions(models) == []
+    [line] = str(caught.value).splitlines()
+    version = r"\d{8}T\d{6}\.\d{6}Z-[0-9a-f]{4}"  # new_version_name's
+    return re.sub(rf"^{re.escape(str(models))}/{version}", "VERSION", line)
+
+
+def test_a_read_only_models_folder_names_the_version_not_the_staging_folder(tmp_path, monkeypatch):
+    # Tests run as root, whom chmod does not stop: the refusal is injected where the
+    # staging folder is made.
+    real_mkdir, refuse = os.mkdir, refused(errno.EACCES)
+    monkeypatch.setattr(
+        os, "mkdir", lambda p, *a: (refuse if ".staging-" in str(p) else real_mkdir)(p, *a)
+    )
+    assert published_error(tmp_path) == "VERSION: could not write: permission denied"
+
+
+def test_a_version_that_cannot_be_renamed_into_place_is_named(tmp_path, monkeypatch):
+    monkeypatch.setattr(os, "rename", refused(errno.EROFS))
+    assert published_error(tmp_path) == "VERSION: could not write: read-only file system"
+
+
+def test_a_file_of_the_version_that_cannot_be_written_is_named_in_the_version(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setattr(os, "replace", refused(errno.ENOSPC))
+    assert published_error(tmp_path) == (
+        "VERSION/model.joblib: could not write: no space left on the device"
+    )

@@ -710,13 +710,15 @@ def test_one_image_anywhere_gets_one_label_and_confidence(tmp_path):
 _SCORE_SCRIPT = """
 import sys
 from functools import partial
+from pathlib import Path
 from model.config import ModelConfig
 from model.network import init_params
 from model.predict import predict_proba_pixels
 from core.scoring.score_file import score_file
 params = init_params(ModelConfig(seed=3))
-src, out = sys.argv[1:]
-score_file(src, out, out + ".rejects.csv", partial(predict_proba_pixels, params), chunk_rows=500)
+src, out = map(Path, sys.argv[1:])
+rejects = out.with_name(out.name + ".rejects.csv")
+score_file(src, out, rejects, partial(predict_proba_pixels, params), chunk_rows=500)
 """
 
 

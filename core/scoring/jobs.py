@@ -49,7 +49,8 @@ def expand_inputs(patterns: list[str]) -> list[Location]:
     for pattern in patterns:
         matches = [location(pattern)]
         if glob.has_magic(pattern):
-            found = [p for p in map(location, _glob(pattern)) if not _is_local_folder(p)]
+            globbed = map(location, _glob(pattern, matches[0]))
+            found = [p for p in globbed if not _is_local_folder(p)]
             # A file named like a pattern ("scan[1].csv") that matches nothing is itself.
             if not found and not _is_local_file(matches[0]):
                 raise ScoringUsageError(f"{pattern}: no file matches this pattern")
@@ -75,10 +76,9 @@ def _is_local_file(path: Location) -> bool:
     return not is_remote(path) and path.is_file()
 
 
-def _glob(pattern: str) -> list[str]:
+def _glob(pattern: str, base: Location) -> list[str]:
     if not is_url(pattern):
         return sorted(glob.glob(pattern))
-    base = location(pattern)
     if not is_remote(base):  # file://
         return sorted(glob.glob(str(base)))
     with store_errors(base, "list"):
@@ -108,49 +108,43 @@ def plan_jobs(inputs: list[str], output: str | None, output_dir: str | None, fmt
                 f"--output takes one input, got {len(paths)}; use --output-dir for several"
             )
         out = _absolute(location(output))
-        rejects = out.with_name(out.stem + ".rejects.csv")
-        jobs = [Job(str(_absolute(paths[0])), str(out), str(rejects))]
-        _refuse_clashes(jobs, paths)
-        return jobs
-    jobs, seen = [], {}
-    for path in paths:
-        stem = input_stem(path)
-        if stem in seen:
-            raise ScoringUsageError(
-                f"{path} and {seen[stem]} would both write {stem}.predictions.{fmt}; "
-                "score them into different --output-dir folders"
-            )
-        seen[stem] = path
-        base = _absolute(location(output_dir)) / stem
-        jobs.append(
-            Job(
-                str(_absolute(path)),
-                str(base.with_name(f"{stem}.predictions.{fmt}")),
-                str(base.with_name(f"{stem}.rejects.csv")),
-            )
-        )
-    _refuse_clashes(jobs, paths)
-    return jobs
+        planned = [(paths[0], out, out.with_name(out.stem + ".rejects.csv"))]
+    else:
+        folder = _absolute(location(output_dir))
+        planned, seen = [], {}
+        for path in paths:
+            stem = input_stem(path)
+            if stem in seen:
+                raise ScoringUsageError(
+                    f"{path} and {seen[stem]} would both write {stem}.predictions.{fmt}; "
+                    "score them into different --output-dir folders"
+                )
+            seen[stem] = path
+            out = (folder / stem).with_name(f"{stem}.predictions.{fmt}")
+            planned.append((path, out, out.with_name(f"{stem}.rejects.csv")))
+    _refuse_clashes(planned)
+    return [Job(str(_absolute(path)), str(out), str(rejects)) for path, out, rejects in planned]
 
 
-def _refuse_clashes(jobs: list[Job], inputs: list[Location]) -> None:
-    """Raise ScoringUsageError if a job would write over any input, or two writes collide.
+def _refuse_clashes(planned: list[tuple[Location, Location, Location]]) -> None:
+    """Raise ScoringUsageError if a job's (input, predictions, rejects) would write over any
+    input, or two writes collide.
 
     Paths are compared resolved (symlinks followed) and, for files that exist, by inode
     (hard links). A glob over a folder that already holds outputs, or an input named like
     another input's rejects file, is refused here, before any job could remove or replace it.
     """
-    taken = {key: f"input {path}" for path in inputs for key in _identities(path)}
-    for job in jobs:
-        for kind, path in (("predictions", job.output), ("rejects", job.rejects)):
-            for key in _identities(location(path)):
+    taken = {key: f"input {path}" for path, *_ in planned for key in _identities(path)}
+    for source, *outputs in planned:
+        for kind, path in zip(("predictions", "rejects"), outputs, strict=True):
+            keys = _identities(path)
+            for key in keys:
                 if key in taken:
                     raise ScoringUsageError(
-                        f"the {kind} of {job.input} would overwrite {taken[key]} "
+                        f"the {kind} of {_absolute(source)} would overwrite {taken[key]} "
                         f"(as {path}); nothing was written"
                     )
-            for key in _identities(location(path)):
-                taken[key] = f"the {kind} of {job.input}"
+            taken.update(dict.fromkeys(keys, f"the {kind} of {_absolute(source)}"))
 
 
 def _identities(path: Location) -> list[tuple[Any, ...]]:

@@ -20,14 +20,13 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from core.scoring.careful import NEWLINE, ParsedChunk
 from core.scoring.fast_scan import scan_chunk
 from core.scoring.layout import InputFileError, Layout, layout_from_first_line, open_binary
-from core.storage import location
+from core.storage import Location
 
 # A Kaggle row is at most ~3.2 kB; anything this long is not a pixel CSV, and the cap keeps
 # memory bounded on binary or newline-free input.
@@ -111,10 +110,10 @@ class PixelCsvReader:
 
     parse: ChunkParser = staticmethod(scan_chunk)
 
-    def __init__(self, path: Path, chunk_rows: int = 2048, workers: int = 2) -> None:
+    def __init__(self, path: Location, chunk_rows: int = 2048, workers: int = 2) -> None:
         if chunk_rows < 1:
             raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
-        self.path = location(path)
+        self.path = path
         self.chunk_rows = chunk_rows
         self.workers = max(1, workers)
         self._f = open_binary(self.path)

@@ -19,7 +19,6 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -36,7 +35,7 @@ from core.scoring.writers import (
     arrow_strings,
     output_schema,
 )
-from core.storage import identity, location
+from core.storage import Location, identity
 
 __all__ = ["OUTPUT_COLUMNS", "InputFileError", "ScoreSummary", "ScoringOutputError", "score_file"]
 
@@ -105,7 +104,7 @@ class _Tally:
                 N_CLASSES, N_CLASSES
             )
 
-    def summary(self, paths: tuple[Path, Path, Path], rejected: int, seconds: float):
+    def summary(self, paths: tuple[Location, ...], rejected: int, seconds: float):
         """The ScoreSummary of (input, output, rejects) ``paths``."""
         confusion = self.confusion
         accuracy = None
@@ -161,7 +160,9 @@ def _score_chunk(
     return table, rejects, labels
 
 
-def _check_args(input_path: Path, output_path: Path, rejects_path: Path, fmt: str) -> None:
+def _check_args(
+    input_path: Location, output_path: Location, rejects_path: Location, fmt: str
+) -> None:
     if fmt not in ("csv", "parquet"):
         raise ValueError(f"fmt must be 'csv' or 'parquet', got {fmt!r}")
     resolved = [identity(p) for p in (input_path, output_path, rejects_path)]
@@ -173,9 +174,9 @@ def _check_args(input_path: Path, output_path: Path, rejects_path: Path, fmt: st
 
 
 def score_file(
-    input_path: Path,
-    output_path: Path,
-    rejects_path: Path,
+    input_path: Location,
+    output_path: Location,
+    rejects_path: Location,
     predict_proba: Predictor,
     *,
     fmt: Literal["csv", "parquet"] = "csv",
@@ -190,7 +191,7 @@ def score_file(
     to ``rejects_path`` and every other row is scored.
     """
     start = time.perf_counter()
-    paths = (location(input_path), location(output_path), location(rejects_path))
+    paths = (input_path, output_path, rejects_path)
     _check_args(*paths, fmt)
     with PixelCsvReader(paths[0], chunk_rows=chunk_rows, workers=workers) as reader:
         tally = _Tally(has_labels=reader.layout.label_col is not None)
@@ -203,7 +204,7 @@ def score_file(
 
 def _write_outputs(
     reader: PixelCsvReader,
-    outputs: tuple[Path, Path],
+    outputs: tuple[Location, Location],
     fmt: Literal["csv", "parquet"],
     predict_proba: Predictor,
     tally: _Tally,

@@ -4,10 +4,10 @@
   carried-through columns), one Arrow table per chunk of rows, in input order;
 * rejects (CSV, only when some row was rejected): ``ImageId,Line,Reason``.
 
-Each goes to a temp file in the destination folder and is moved into place with
-``os.replace`` on commit, so an interrupted run leaves either the previous file or the new
-one, never a partial file under the real name. A write that fails (a full disk, say) is an
-``OutputWriteError`` naming the output, not its temp file.
+Each is an ``AtomicFile``: ``core.files``' temporary, renamed (or uploaded) into place on
+commit with the guarantees of every output, so an interrupted run leaves either the
+previous file or the new one, never a partial file under the real name. A write that
+fails (a full disk, say) is an ``OutputWriteError`` naming the output, not its temp file.
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
-import os
-from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
 import numpy as np
@@ -26,7 +24,7 @@ import pyarrow.parquet as pq
 
 from core.files import move_into_place, new_temporary, writing
 from core.scoring.layout import Layout
-from core.storage import Location, is_remote, store_errors
+from core.storage import Location, store_errors
 
 REJECT_COLUMNS = ("ImageId", "Line", "Reason")
 REJECT_COLUMNS_LINE = (",".join(REJECT_COLUMNS) + "\n").encode()  # how our rejects begin
@@ -54,11 +52,8 @@ class AtomicFile:
 
     def commit(self) -> None:
         with self.writing():
-            self.file.flush()
-            if not is_remote(self.path):
-                os.fsync(self.file.fileno())  # the rename must not land before the data does
             self.file.close()
-        move_into_place(self.tmp, self.path)
+        move_into_place(self.tmp, self.path)  # fsyncs it first, as for every output
 
     def discard(self) -> None:
         with contextlib.suppress(OSError):
@@ -89,7 +84,7 @@ def _csv_line(values: tuple[str, ...]) -> bytes:
 class PredictionWriter:
     """Streams prediction tables to a CSV or Parquet temp file."""
 
-    def __init__(self, path: Path, fmt: Literal["csv", "parquet"], schema: pa.Schema) -> None:
+    def __init__(self, path: Location, fmt: Literal["csv", "parquet"], schema: pa.Schema) -> None:
         self.out = AtomicFile(path)
         self.fmt = fmt
         self.pending: list[pa.Table] = []
@@ -140,7 +135,7 @@ class RejectsWriter:
     """Writes rejects to a temp file created on the first reject; commit() settles the path:
     the new file, or no file (an earlier run's rejects removed)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Location) -> None:
         self.path = path
         self.out: AtomicFile | None = None
         self.count = 0
