@@ -105,6 +105,16 @@ def read_split(path: str | Location) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(batch.to_tensor(row_major=True)), y
 
 
+def pixels_of(X: np.ndarray) -> np.ndarray:
+    """The uint8 pixels, ndarray of shape (n, 784), behind read_split's ``X``.
+
+    Exact for what write_split stores: each float32 pixel / 255, times 255 in float32,
+    lands on its integer (all 256 values; tests/test_evaluation.py checks them).
+    """
+    scaled = X * np.float32(255)
+    return np.rint(scaled, out=scaled).astype(np.uint8)
+
+
 _TRANSPOSE_BLOCK_BYTES = 3 << 20  # a block this size stays in cache; few blocks, few GIL waits
 
 

@@ -1,4 +1,7 @@
-"""Evaluation: a fit file + the held-out test split ─► metrics.json and PNG plots."""
+"""Evaluation: a fit file + the held-out test split ─► metrics.json and PNG plots.
+
+Each test image is scored as ``score`` scores it (``predict_proba_pixels``, from its uint8
+pixels), so the test accuracy reported is the accuracy of scoring the test set."""
 
 from __future__ import annotations
 
@@ -8,13 +11,13 @@ from typing import Any
 import numpy as np
 
 from core import plots
-from core.dataset import read_split
+from core.dataset import pixels_of, read_split
 from core.errors import PipelineError
 from core.files import atomic_write_text, seal, sha256_file
 from core.safe_joblib import safe_load
 from core.storage import Location, location
 from model import metrics
-from model.predict import predict_proba
+from model.predict import predict_proba_pixels
 
 METRICS_FILE = "metrics.json"
 PLOTS = ("confusion_matrix.png", "learning_curve.png", "misclassified.png")
@@ -70,7 +73,7 @@ def evaluate_fit(
         raise PipelineError(f"{fit['path']}: changed since training; rerun with --force")
     record = safe_load(fit["path"])
     X, y = read_split(test_path)
-    proba = predict_proba(record["params"], X)
+    proba = predict_proba_pixels(record["params"], pixels_of(X))
     result = compute_metrics(y, proba, record["config"]["n_classes"], record)
 
     work_dir = location(work_dir)

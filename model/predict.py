@@ -1,18 +1,20 @@
-"""Scoring: class probabilities and labels, computed in chunks of rows.
+"""Prediction: class probabilities and labels, two ways.
 
-Memory stays bounded whatever the number of rows: besides the output, one chunk's
-activations (chunk_size x the layer widths) and, for non-float32 input, one chunk's
-float32 copy. Each chunk's values are validated (finite, in [0, 1]) just before it is scored.
+``predict_proba_pixels`` is the model of every reported result, ``score``'s and
+``evaluate``'s: it takes the integer pixels as read and gives each row a result that
+depends only on that row and the weights - not on the row's position in a block, the
+block size, the thread count or the CPU's BLAS kernel. BLAS rounds a row's float32 sums
+differently by position (its kernels treat a block's edge rows apart), which once made
+one image score 0.6601424 in one place and 0.66014254 in another. Here the first layer is
+summed exactly (see ``_exact_slices``), the later layers and the softmax run in float64
+with a fixed order of operations per row, and no step reduces across rows.
 
-``predict_proba_pixels`` is the batch scorer's model: it takes the integer pixels as read
-and gives each row a result that depends only on that row and the weights - not on the
-row's position in a block, the block size, the thread count or the CPU's BLAS kernel.
-BLAS rounds a row's float32 sums differently by position (its kernels treat a block's
-edge rows apart), which once made one image score 0.6601424 in one place and 0.66014254
-in another. Here the first layer is summed exactly (see ``_exact_slices``), the later
-layers and the softmax run in float64 with a fixed order of operations per row, and no
-step reduces across rows.
-"""
+``predict_proba`` and ``predict`` are the float32 forward pass in chunks of rows, with no
+such promise: training's per-epoch validation (``model.train``) runs it, being fast and
+in training's own arithmetic. Memory stays bounded whatever the number of rows: besides
+the output, one chunk's activations (chunk_size x the layer widths) and, for non-float32
+input, one chunk's float32 copy. Each chunk's values are validated (finite, in [0, 1])
+just before it is scored."""
 
 from __future__ import annotations
 
@@ -45,9 +47,11 @@ def predict_proba(
     ``X : ndarray of shape (n_samples, n_inputs)``, floating, values in [0, 1].
     Raises InputError on wrong shape, dtype, NaN/inf or out-of-range values.
     """
-    sizes = layer_sizes_of(params)
-    check_features(X, sizes[0])
-    return _predict_proba(params, X, chunk_size, validate=True)
+    check_features(X, layer_sizes_of(params)[0])
+    out = np.empty((X.shape[0], params[-1][0].shape[0]), dtype=params[0][0].dtype)
+    for start, stop, proba_t in _iter_blocks(params, X, chunk_size, validate=True):
+        out[start:stop] = proba_t.T
+    return out
 
 
 def predict(params: Params, X: np.ndarray, chunk_size: int = DEFAULT_CHUNK_SIZE) -> np.ndarray:
@@ -65,13 +69,6 @@ def _predict_proba_t_unchecked(params: Params, X: np.ndarray, chunk_size: int) -
     out = np.empty((params[-1][0].shape[0], X.shape[0]), dtype=params[0][0].dtype)
     for start, stop, proba_t in _iter_blocks(params, X, chunk_size, validate=False):
         out[:, start:stop] = proba_t
-    return out
-
-
-def _predict_proba(params: Params, X: np.ndarray, chunk_size: int, validate: bool) -> np.ndarray:
-    out = np.empty((X.shape[0], params[-1][0].shape[0]), dtype=params[0][0].dtype)
-    for start, stop, proba_t in _iter_blocks(params, X, chunk_size, validate):
-        out[start:stop] = proba_t.T
     return out
 
 

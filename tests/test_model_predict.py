@@ -1,4 +1,6 @@
-"""predict_proba / predict: chunking changes nothing, memory stays bounded, bad input is named."""
+"""predict_proba / predict (float32, training's validation): chunking changes nothing, memory
+stays bounded, bad input is named. predict_proba_pixels (score and evaluate): one row, one
+result, bit for bit."""
 
 import tracemalloc
 from fractions import Fraction
