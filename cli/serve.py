@@ -6,12 +6,11 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-from core.settings import ENV_ARTIFACTS, Settings
+from core.settings import ENV_ARTIFACTS, ENV_TIMEZONE, Settings, schedule_timezone
 from core.storage import is_remote
-from flows.deployments import DEFAULT_PORT, ENV_TIMEZONE, NIGHTLY_CRON, SCORING, TRAINING
+from flows.deployments import DEFAULT_PORT, NIGHTLY_CRON, SCORING, TRAINING
 
 # As cli.main's: 0 success, 2 unusable invocation (bad schedule, no server, port in use).
 EXIT_OK, EXIT_USAGE = 0, 2
@@ -52,7 +51,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--host",
         default="127.0.0.1",
         help="address the server binds (default 127.0.0.1; 0.0.0.0 for every interface, "
-        "and then the UI calls the API at the address it was loaded from)",
+        "and then the UI calls the API at the address it was loaded from). Any address "
+        "but loopback needs PREFECT_SERVER_API_AUTH_STRING, or --no-auth",
+    )
+    stack.add_argument(
+        "--no-auth",
+        action="store_true",
+        help="serve a non-loopback --host without an auth string: anyone who reaches it "
+        "can run code on this machine through the deployments",
     )
     _add_schedule(stack)
     stack.set_defaults(handler=_cmd_stack)
@@ -82,11 +88,8 @@ def _add_schedule(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _timezone(args: argparse.Namespace) -> str:
-    return args.timezone or os.environ.get(ENV_TIMEZONE) or "UTC"
-
-
 def _cmd_serve(args: argparse.Namespace) -> int:
+    from cli.backend import BackendRefused, check_authorized
     from flows.deployments import (
         DeploymentError,
         check_api,
@@ -95,14 +98,15 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         serve,
     )
 
-    timezone = _timezone(args)
+    timezone = schedule_timezone(args.timezone)
     try:
         check_schedule(args.cron, timezone)
         api = configured_api_url()
         if api is None:
             raise DeploymentError(NO_SERVER)
         check_api(api)
-    except DeploymentError as exc:
+        check_authorized(api)
+    except (DeploymentError, BackendRefused) as exc:
         return _usage_error("serve", exc)
     artifacts = Settings.from_env(artifacts=args.artifacts).artifacts
     _say(f"serving {TRAINING} and {SCORING} against {api}, artifacts {artifacts}")
@@ -111,7 +115,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_stack(args: argparse.Namespace) -> int:
-    from cli.stack import run_stack
+    from cli.stack import (
+        WILDCARD_HOSTS,
+        configured_auth_string,
+        is_loopback,
+        listen_address,
+        run_stack,
+    )
     from flows.deployments import DeploymentError
 
     artifacts = Settings.from_env(artifacts=args.artifacts).artifacts
@@ -123,13 +133,29 @@ def _cmd_stack(args: argparse.Namespace) -> int:
             "`prefect server` yourself and run `mnist-pipeline serve --artifacts URL`",
         )
 
+    auth = configured_auth_string()
+    if not (auth or args.no_auth or is_loopback(args.host)):
+        return _usage_error(
+            "stack",
+            f"--host {args.host}: the Prefect API runs code for anyone who can reach it, so a "
+            "server beyond loopback needs PREFECT_SERVER_API_AUTH_STRING (clients then set "
+            "PREFECT_API_AUTH_STRING to the same); or pass --no-auth",
+        )
+
     def ready(api: str) -> None:
-        _say(f"prefect server: {api.removesuffix('/api')} (log {artifacts}/.prefect-server)")
-        _say(f"in other shells: export PREFECT_API_URL={api}")
+        where = api.removesuffix("/api")
+        if args.host in WILDCARD_HOSTS:  # the API URL is this machine's loopback
+            where = (
+                f"listening on {listen_address(args.host, args.port)} (every interface), "
+                f"from this machine {where}"
+            )
+        _say(f"prefect server: {where} (log {artifacts}/.prefect-server)")
+        also = " PREFECT_API_AUTH_STRING=<the server's auth string>" if auth else ""
+        _say(f"in other shells: export PREFECT_API_URL={api}{also}")
 
     try:
         run_stack(
-            args.port, artifacts, _timezone(args), args.cron,
+            args.port, artifacts, schedule_timezone(args.timezone), args.cron,
             poll_seconds=args.poll_seconds, on_ready=ready, host=args.host,
         )  # fmt: skip
     except DeploymentError as exc:

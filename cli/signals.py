@@ -13,7 +13,10 @@ through ``signal.set_wakeup_fd``, whichever Python handler is installed: the fir
 gives the command GRACE_SECONDS to end by itself, a second one ends it at once. Ending
 it is ``exit_now``: one line on stderr, this process's temporary files removed, the
 normal exit handlers (which stop Prefect's embedded server and a local Dask cluster)
-given CLEANUP_SECONDS, then ``os._exit``, which no running thread can hold up.
+given CLEANUP_SECONDS, then ``os._exit``, which no running thread can hold up. The
+same ending serves a command that cannot go on for another reason, with its own exit
+code and line (a Prefect API gone mid-run, ``cli.backend``); a stop signal, whenever
+it comes, still sets the exit code.
 
 Nothing the pipeline writes can be left partial under its final name: every file is
 written to a hidden temporary and renamed into place when complete (core.files).
@@ -119,21 +122,30 @@ def _note(signum: int) -> None:
         _STATE["signal"] = signum
 
 
-def exit_now() -> NoReturn:
-    """End the process for the stop signal received (SIGINT if none): see the module
-    docstring. Safe from any thread; a second call while the first cleans up exits at
-    once."""
-    signum = _STATE["signal"] or signal.SIGINT
-    code = exit_code(signum)
+def exit_now(code: int | None = None, message: str | None = None) -> NoReturn:
+    """End the process (see the module docstring): with exit ``code`` and the one line
+    ``message``, or, without them or once a stop signal has come, for that signal
+    (SIGINT if none). Safe from any thread; a second call while the first cleans up
+    exits at once."""
+    if code is None or _STATE["signal"] is not None:
+        signum = _STATE["signal"] or signal.SIGINT
+        code = exit_code(signum)
+        message = f"mnist-pipeline: stopped by {signal.Signals(signum).name}"
     if not _EXITING.acquire(blocking=False):
-        os._exit(code)
-    _last_word(f"mnist-pipeline: stopped by {signal.Signals(signum).name}\n")
+        os._exit(_or_signal(code))
+    _last_word(f"{message}\n")
     files.remove_own_temporaries()
     cleanup = threading.Thread(target=_run_exit_handlers, daemon=True)
     cleanup.start()
     cleanup.join(CLEANUP_SECONDS)
     files.remove_own_temporaries()  # again: a thread may have started one meanwhile
-    os._exit(code)
+    os._exit(_or_signal(code))
+
+
+def _or_signal(code: int) -> int:
+    """``code``, unless a stop signal has come meanwhile: Ctrl-C always means 130."""
+    signum = _STATE["signal"]
+    return code if signum is None else exit_code(signum)
 
 
 def _last_word(line: str) -> None:

@@ -1,7 +1,14 @@
-"""The one-command local stack: a ``prefect server`` on loopback, serving both deployments."""
+"""The one-command local stack: a ``prefect server`` on loopback, serving both deployments.
+
+A server that other machines can reach needs an auth string: the Prefect API runs code
+for whoever calls it (a deployment run executes the flow's code here), so ``stack``
+refuses a non-loopback ``--host`` without PREFECT_SERVER_API_AUTH_STRING unless told
+``--no-auth``, and gives its own clients (the runner, its flow runs) the same string.
+"""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import signal
 import socket
@@ -27,9 +34,12 @@ from flows.deployments import (
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 
 
-def server_env(home: Path, port: int, host: str = "127.0.0.1") -> dict[str, str]:
+def server_env(
+    home: Path, port: int, host: str = "127.0.0.1", auth_string: str | None = None
+) -> dict[str, str]:
     """The environment of a local ``prefect server``: its own home, no telemetry, no
-    promotional pop-ups, and a UI that calls the API on this host and port.
+    promotional pop-ups, a UI that calls the API on this host and port, and the auth
+    string if there is one (a profile's would not reach it: the server has its own home).
 
     ``prefect server start --port N`` does not move the URL the UI is told to call
     (``/ui-settings``): that follows PREFECT_SERVER_API_HOST/PORT, 127.0.0.1:4200 by
@@ -50,7 +60,33 @@ def server_env(home: Path, port: int, host: str = "127.0.0.1") -> dict[str, str]
     env.pop("PREFECT_UI_API_URL", None)
     if host in WILDCARD_HOSTS:
         env["PREFECT_UI_API_URL"] = "/api"
+    if auth_string:
+        env["PREFECT_SERVER_API_AUTH_STRING"] = auth_string
     return env
+
+
+def configured_auth_string() -> str | None:
+    """The server auth string configured here (PREFECT_SERVER_API_AUTH_STRING, in the
+    environment or the profile), if any."""
+    from prefect.settings import get_current_settings
+
+    secret = get_current_settings().server.api.auth_string
+    return secret.get_secret_value() if secret is not None else None
+
+
+def is_loopback(host: str) -> bool:
+    """True if only this machine can reach a server bound to ``host``."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name, or every interface ("")
+        return False
+
+
+def listen_address(host: str, port: int) -> str:
+    """``host``:``port`` as the server binds it, e.g. 0.0.0.0:4200 or [::]:4200."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def client_host(host: str) -> str:
@@ -69,7 +105,9 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
-def start_server(port: int, home: Path, host: str = "127.0.0.1") -> tuple[subprocess.Popen, str]:
+def start_server(
+    port: int, home: Path, host: str = "127.0.0.1", auth_string: str | None = None
+) -> tuple[subprocess.Popen, str]:
     """Start ``prefect server start`` on ``host``:``port`` in its own process group, logging
     to ``home``/server.log, and wait until it is healthy; return (process, API URL)."""
     if not port_is_free(port, host):
@@ -84,7 +122,7 @@ def start_server(port: int, home: Path, host: str = "127.0.0.1") -> tuple[subpro
         proc = subprocess.Popen(
             [sys.executable, "-m", "prefect", "server", "start", "--host", host,
              "--port", str(port)],
-            env=server_env(home, port, host),
+            env=server_env(home, port, host, auth_string),
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -155,20 +193,27 @@ def run_stack(
 ) -> None:
     """Start a local ``prefect server`` (home ``artifacts``/.prefect-server unless ``home``),
     serve both deployments against it, and stop the server when serving ends (Ctrl-C or
-    SIGTERM). ``on_ready(api_url)`` is called once the server is healthy."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    SIGTERM). ``on_ready(api_url)`` is called once the server is healthy. With an auth
+    string configured, the server requires it, and the runner and its flow runs send it."""
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
     check_schedule(cron, timezone)
     home = home or Path(artifacts) / ".prefect-server"
+    auth = configured_auth_string()
     # Until the runner installs its own handler, SIGTERM must still stop the server.
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     proc = None
     try:
-        proc, api = start_server(port, home, host)
+        proc, api = start_server(port, home, host, auth)
         if on_ready is not None:
             on_ready(api)
-        os.environ["PREFECT_API_URL"] = api  # for the flow-run processes
-        with temporary_settings(updates={PREFECT_API_URL: api}):
+        # For this process, and for the flow-run processes through the environment.
+        updates = {PREFECT_API_URL: api}
+        os.environ["PREFECT_API_URL"] = api
+        if auth:
+            updates[PREFECT_API_AUTH_STRING] = auth
+            os.environ["PREFECT_API_AUTH_STRING"] = auth
+        with temporary_settings(updates=updates):
             serve(artifacts, timezone, cron, poll_seconds)
     except KeyboardInterrupt:
         pass

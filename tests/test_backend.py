@@ -3,13 +3,21 @@ under the artifacts root, stopped only once it has recorded every run)."""
 
 from __future__ import annotations
 
+import http.server
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
-from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
+from prefect.settings import (
+    PREFECT_API_URL,
+    PREFECT_SERVER_EPHEMERAL_ENABLED,
+    get_current_settings,
+    temporary_settings,
+)
 
 from cli.backend import (
     DATABASE_VARIABLES,
@@ -43,7 +51,9 @@ def test_with_no_api_url_the_embedded_database_is_under_the_artifacts_root(
     for variable in DATABASE_VARIABLES:
         monkeypatch.delenv(variable, raising=False)
     artifacts = tmp_path / "artifacts"
-    with temporary_settings(updates={PREFECT_API_URL: None}):
+    # Only the database's URL is under test: no embedded server is started in this process.
+    no_server = {PREFECT_API_URL: None, PREFECT_SERVER_EPHEMERAL_ENABLED: False}
+    with temporary_settings(updates=no_server):
         with in_process_backend(artifacts):
             url = get_current_settings().server.database.connection_url.get_secret_value()
         assert url == embedded_database_url(artifacts)
@@ -147,3 +157,116 @@ def test_an_unreachable_api_is_one_line(mirror: tuple[Path, Path], tmp_path: Pat
         "mnist-pipeline ingest: error: cannot reach the Prefect API at http://127.0.0.1:9/api ("
     )
     assert line.endswith("unset it to run on Prefect's embedded server")
+
+
+class _ForbiddingAPI(http.server.BaseHTTPRequestHandler):
+    """An API that answers /health and forbids everything else, as a proxy in front of a
+    Prefect server might."""
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        self.send_response(200 if self.path == "/api/health" else 403)
+        self.send_header("Content-Length", "4")
+        self.end_headers()
+        self.wfile.write(b"true")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_an_api_that_refuses_this_client_is_one_line(mirror: tuple[Path, Path], tmp_path: Path):
+    # A 401 or 403 came out of the first flow run as a 59-line traceback.
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ForbiddingAPI)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    api = f"http://127.0.0.1:{server.server_port}/api"
+    env = _user_env(tmp_path / "home")
+    env["PREFECT_API_URL"] = api
+    try:
+        done = _cli("ingest", "--mirror", str(mirror[0]), "--artifacts", str(tmp_path), env=env)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert done.returncode == 1
+    assert "Traceback" not in done.stdout + done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"mnist-pipeline ingest: error: the Prefect API at {api} refused this client "
+        "(403 Forbidden): PREFECT_API_AUTH_STRING is not set: set it to the server's "
+        "PREFECT_SERVER_API_AUTH_STRING"
+    ]
+
+
+@pytest.mark.e2e
+def test_commands_started_together_on_a_fresh_root_take_turns_migrating_its_database(
+    mirror: tuple[Path, Path], tmp_path: Path
+) -> None:
+    # Both embedded servers migrated artifacts/.prefect/prefect.db at once, and one of the
+    # commands printed ~110 lines of uvicorn traceback (NoSuchTableError, or KeyError
+    # ix_artifact__task_run_state_id), though all exited 0.
+    env = _user_env(tmp_path / "home")
+    env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
+    argv = [sys.executable, "-m", "cli.main", "train", "--mirror", str(mirror[0]),
+            "--checksums", str(mirror[1]), "--artifacts", str(tmp_path / "artifacts")]  # fmt: skip
+    logs = [tmp_path / f"train-{i}.log" for i in range(3)]
+    commands = [
+        subprocess.Popen(argv, cwd=REPO, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+        for log in logs
+    ]
+    try:
+        codes = [command.wait(timeout=600) for command in commands]
+    finally:
+        for command in commands:
+            if command.poll() is None:
+                command.kill()
+                command.wait(timeout=30)
+    outputs = [log.read_text() for log in logs]
+    for code, output in zip(codes, outputs, strict=True):
+        assert code == 0, output
+        assert "Traceback" not in output, output
+
+
+def _waits_for_a_lock(pid: int) -> bool:
+    """True if process ``pid`` is blocked on a file lock (a ``->`` line of /proc/locks)."""
+    for line in Path("/proc/locks").read_text().splitlines():
+        fields = line.split()
+        if len(fields) > 5 and fields[1] == "->" and fields[5] == str(pid):
+            return True
+    return False
+
+
+@pytest.mark.e2e
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/locks")
+def test_the_first_start_on_a_database_waits_for_its_lock(
+    mirror: tuple[Path, Path], tmp_path: Path
+) -> None:
+    # The race above happens only some of the time; this shows the turn-taking every time:
+    # while another command holds the lock, a command does not start its server.
+    import fcntl
+
+    env = _user_env(tmp_path / "home")
+    env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
+    database = tmp_path / "artifacts" / ".prefect" / "prefect.db"
+    database.parent.mkdir(parents=True)
+    log = tmp_path / "train.log"
+    with open(f"{database}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        command = subprocess.Popen(
+            [sys.executable, "-m", "cli.main", "train", "--mirror", str(mirror[0]),
+             "--checksums", str(mirror[1]), "--artifacts", str(tmp_path / "artifacts")],
+            cwd=REPO, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 180
+            while not (_waits_for_a_lock(command.pid) or database.exists()):
+                assert command.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.05)
+            assert not database.exists(), "the server started without the lock"
+            assert "Starting temporary server" not in log.read_text()
+        except BaseException:
+            command.kill()
+            command.wait(timeout=30)
+            raise
+    assert command.wait(timeout=300) == 0, log.read_text()
+    assert (
+        (tmp_path / "artifacts" / ".prefect" / "prefect.db.lock")
+        .read_text()
+        .startswith("migrated by prefect ")
+    )

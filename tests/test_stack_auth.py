@@ -1,0 +1,168 @@
+"""The stack beyond loopback needs an auth string, and clients without it get one line.
+
+The Prefect API runs code for whoever calls it (a deployment run executes the flow's code
+on the serving machine), so ``stack --host`` other than loopback refuses to start without
+PREFECT_SERVER_API_AUTH_STRING unless given ``--no-auth``; with the string, the stack's
+own runner and flow runs send it, and a ``train`` without it is a one-line error.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from flows.deployments import SCORING, TRAINING
+from tests.support import REPO, free_port, write_mirror
+
+AUTH_VARIABLES = ("PREFECT_SERVER_API_AUTH_STRING", "PREFECT_API_AUTH_STRING", "PREFECT_API_URL")
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment without any Prefect API URL or auth string, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if k not in AUTH_VARIABLES}
+    return {**env, **extra}
+
+
+def cli(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "cli.main", *args],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+
+
+class Stack:
+    """``mnist-pipeline stack ARGS`` in its own process group, its output in files."""
+
+    def __init__(self, tmp_path: Path, *args: str, env: dict[str, str]) -> None:
+        self.out, self.err = tmp_path / "stack.out", tmp_path / "stack.err"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "cli.main", "stack", "--artifacts", str(tmp_path / "art"),
+             *args],
+            cwd=REPO, env=env, stdout=self.out.open("w"), stderr=self.err.open("w"),
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+
+    def line(self, prefix: str, timeout: float = 180) -> str:
+        """The first stdout line starting with ``prefix``, once it is there."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in self.out.read_text().splitlines():
+                if line.startswith(prefix):
+                    return line
+            assert self.proc.poll() is None, self.err.read_text()
+            time.sleep(0.2)
+        raise AssertionError(f"no {prefix!r} line after {timeout} s: {self.err.read_text()}")
+
+    def stop(self) -> int | None:
+        """SIGTERM the stack (it stops its server itself); None if it did not exit."""
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def kill(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(timeout=30)
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.1"])
+def test_a_stack_beyond_loopback_without_an_auth_string_refuses_to_start(tmp_path, host):
+    # It started without a word, and then anyone on the network could run code here.
+    started = time.monotonic()
+    done = cli("stack", "--host", host, "--port", str(free_port()),
+               "--artifacts", str(tmp_path / "art"), env=clean_env(), timeout=60)  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith(f"mnist-pipeline stack: error: --host {host}: ")
+    assert "PREFECT_SERVER_API_AUTH_STRING" in line and line.endswith("or pass --no-auth")
+    assert not (tmp_path / "art" / ".prefect-server").exists(), "no server was started"
+    assert time.monotonic() - started < 30
+
+
+@pytest.mark.e2e
+def test_a_stack_with_no_auth_starts_and_says_where_it_listens(tmp_path):
+    # It printed http://127.0.0.1:PORT for a server listening on every interface.
+    port = free_port()
+    stack = Stack(tmp_path, "--host", "0.0.0.0", "--port", str(port), "--no-auth",
+                  env=clean_env())  # fmt: skip
+    try:
+        line = stack.line("prefect server: ")
+        assert line.startswith(
+            f"prefect server: listening on 0.0.0.0:{port} (every interface), "
+            f"from this machine http://127.0.0.1:{port} "
+        ), line
+        assert stack.stop() == 143, stack.err.read_text()
+    finally:
+        stack.kill()
+
+
+@pytest.mark.e2e
+def test_a_stack_with_an_auth_string_serves_its_clients_and_refuses_others(tmp_path):
+    from prefect import get_client
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
+
+    secret = secrets.token_urlsafe(16)
+    checksums = write_mirror(tmp_path / "mirror")
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    stack = Stack(
+        tmp_path, "--host", "0.0.0.0", "--port", str(port), "--poll-seconds", "1",
+        env=clean_env(PREFECT_SERVER_API_AUTH_STRING=secret, MNIST_CHECKSUMS_FILE=str(checksums)),
+    )  # fmt: skip
+    data = ["--mirror", str(tmp_path / "mirror"), "--checksums", str(checksums),
+            "--artifacts", str(tmp_path / "cli-art")]  # fmt: skip
+    try:
+        assert "PREFECT_API_AUTH_STRING" in stack.line("in other shells: ")
+        # The stack's runner registered both deployments: it sent the string.
+        with temporary_settings(updates={PREFECT_API_URL: api, PREFECT_API_AUTH_STRING: secret}):
+            deadline = time.monotonic() + 120
+            with get_client(sync_client=True) as client:
+                while len(client.read_deployments()) < 2:
+                    assert time.monotonic() < deadline, stack.err.read_text()
+                    time.sleep(0.5)
+                names = {f"{client.read_flow(d.flow_id).name}/{d.name}"
+                         for d in client.read_deployments()}  # fmt: skip
+            assert names == {TRAINING, SCORING}
+            # Its flow runs send it too: a deployment run goes all the way.
+            run = run_deployment(
+                TRAINING, timeout=240,
+                parameters={"mirror": str(tmp_path / "mirror"), "epochs": 1},
+            )  # fmt: skip
+            assert run.state.is_completed(), (run.state, stack.err.read_text())
+
+        # A client without the string, or with a wrong one: one line, exit 1.
+        for client_env, reason in (
+            ({}, "PREFECT_API_AUTH_STRING is not set: set it to"),
+            ({"PREFECT_API_AUTH_STRING": "wrong"}, "PREFECT_API_AUTH_STRING does not match"),
+        ):
+            done = cli("train", *data, env=clean_env(PREFECT_API_URL=api, **client_env))
+            assert done.returncode == 1, done.stderr
+            (line,) = done.stderr.strip().splitlines()
+            assert line == (
+                f"mnist-pipeline train: error: the Prefect API at {api} refused this client "
+                f"(401 Unauthorized): {reason} the server's PREFECT_SERVER_API_AUTH_STRING"
+            )
+        done = cli("serve", "--artifacts", str(tmp_path / "cli-art"),
+                   env=clean_env(PREFECT_API_URL=api))  # fmt: skip
+        assert done.returncode == 2, done.stderr
+        (line,) = done.stderr.strip().splitlines()
+        assert line.startswith(f"mnist-pipeline serve: error: the Prefect API at {api} refused")
+        done = cli(
+            "train", *data, env=clean_env(PREFECT_API_URL=api, PREFECT_API_AUTH_STRING=secret)
+        )
+        assert done.returncode == 0, done.stderr
+        assert stack.stop() == 143, stack.err.read_text()
+    finally:
+        stack.kill()
