@@ -24,11 +24,9 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
 
 class _HideUserErrorTracebacks(logging.Filter):
     """Drop the traceback from Prefect's log records when the error is the user's input,
-    and the lines about the step-timing hook and the embedded server's stop."""
+    and the embedded server's line about its stop."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if "hook '_record_seconds'" in str(record.msg).lower():
-            return False  # the step-timing hook is plumbing, not news
         if str(record.msg).startswith("Stopping temporary server"):
             return False  # logged at exit, after the summary, which must come last
         if record.exc_info and _is_users_problem(record.exc_info[1]):

@@ -305,13 +305,8 @@ SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], boo
 }  # fmt: skip
 
 
-def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    """The command line's parser; with ``only``, only that subcommand gets its options.
-
-    ``main`` passes the subcommand it runs: filling a flow command's parser imports the
-    flow, and a flow module reads its time limit (MNIST_TRAINING_TIMEOUT, ...) when
-    imported, so a bad one must stop only the commands that run that flow.
-    """
+def build_parser() -> argparse.ArgumentParser:
+    """The command line's parser."""
     parser = argparse.ArgumentParser(
         prog="mnist-pipeline",
         description="Train and score a NumPy MNIST network, orchestrated by Prefect.",
@@ -320,30 +315,28 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (summary, fill, exit_codes) in SUBCOMMANDS.items():
-        command = sub.add_parser(name, help=summary, epilog=EPILOG if exit_codes else None)
-        if only in (None, name):
-            fill(command)
+        fill(sub.add_parser(name, help=summary, epilog=EPILOG if exit_codes else None))
     add_commands(sub)
     return parser
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    """Parse ``argv``; SettingsError names the subcommand whose flow could not load."""
-    argv = sys.argv[1:] if argv is None else list(argv)
-    # The top level has only -h, so its first other word is the subcommand (or a typo).
-    command = next((a for a in argv if not a.startswith("-")), "")
-    try:
-        parser = build_parser(only=command)
+    """Parse ``argv``; a bad time limit of the flow the command runs is one line, exit 2."""
+    args = build_parser().parse_args(argv)
+    flow = getattr(args, "flow", None)  # the flow the command runs, if any (cli.options)
+    try:  # its time limit is read when a run starts (flows.limits): checked now
+        getattr(flow, "timeout_seconds", None)
     except SettingsError as exc:
-        sys.stderr.write(f"mnist-pipeline {command}: error: {exc}\n")
+        sys.stderr.write(f"mnist-pipeline {args.command}: error: {exc}\n")
         sys.exit(EXIT_USAGE)
-    return parser.parse_args(argv)
+    return args
 
 
 SERVING = ("serve", "stack")  # long-running: they stop their own runs and server
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The process's entry point: the process-wide setup, then ``run``."""
     from cli import reaper, signals
 
     args = _parse(argv)
@@ -353,6 +346,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     # SIGINT/SIGTERM end a command with exit 130/143; serve and stack stop their runs and
     # server themselves, so for them the signal is only noted (see cli.signals).
     signals.install(enforce=args.command not in SERVING)
+    for key, value in prefect_env_defaults().items():
+        os.environ.setdefault(key, value)
+    return run(args)
+
+
+def run(argv: Sequence[str] | argparse.Namespace | None = None) -> int:
+    """Parse ``argv`` (unless given parsed) and run its command in this process; returns
+    the exit code. Without ``main``'s process-wide setup (the reaper, the signal handlers,
+    the environment's defaults for Prefect), so the tests call the CLI in-process."""
+    args = argv if isinstance(argv, argparse.Namespace) else _parse(argv)
     try:  # settings are checked here, before any flow starts
         settings = Settings.from_env(
             artifacts=getattr(args, "artifacts", None),
@@ -361,8 +364,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (SettingsError, StorageURLError) as exc:
         sys.stderr.write(f"mnist-pipeline {args.command}: error: {exc}\n")
         return EXIT_USAGE
-    for key, value in prefect_env_defaults().items():
-        os.environ.setdefault(key, value)
     # Every command's closing lines name the absolute root it used: a relative default
     # (./artifacts) depends on the folder the command ran in.
     args.root = settings.artifacts

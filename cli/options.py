@@ -17,8 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from core.settings import ENV_ARTIFACTS, ENV_CHECKSUMS, ENV_MIRROR
-from flows.runners import ENV_DASK_ADDRESS
+from core.settings import ENV_ARTIFACTS, ENV_CHECKSUMS, ENV_DASK_ADDRESS, ENV_MIRROR
 from model.config import PRESETS
 
 
@@ -135,10 +134,12 @@ def add_flow_options(
     flow: Any,
     options: Mapping[str, Option],
 ) -> None:
-    """Add one argument per parameter of ``flow`` (a Prefect flow), in signature order.
+    """Add one argument per parameter of ``flow`` (a Prefect flow), in signature order,
+    and ``flow`` itself as the parsed arguments' ``flow``: the flow the command runs.
 
     Each takes its Option from ``options``, else from ``COMMON``.
     """
+    parser.set_defaults(flow=flow)
     hints = typing.get_type_hints(flow.fn)
     groups: dict[tuple[str, ...], Any] = {}
     signature = inspect.signature(flow.fn).parameters

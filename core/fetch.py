@@ -26,7 +26,9 @@ from pathlib import Path
 
 from core.errors import PipelineError
 from core.files import atomic_path, is_intact, seal
-from core.settings import SettingsError
+from core.settings import DOWNLOAD_GRACE_SECONDS as DOWNLOAD_GRACE_SECONDS  # re-exported
+from core.settings import DOWNLOAD_MIN_RATE as DOWNLOAD_MIN_RATE  # re-exported
+from core.settings import download_deadline
 from core.storage import Location, StorageError, is_url, location, store_errors
 
 # Every transfer has a deadline. urllib's timeout bounds each socket operation (each
@@ -37,10 +39,7 @@ from core.storage import Location, StorageError, is_url, location, store_errors
 # sends (almost) nothing is abandoned after the grace period. With every mirror
 # stalled, one file then takes 4 attempts x 3 mirrors x ~10 s + retry delays (22 s,
 # at most 33 s with jitter): under 2.6 minutes, and the four files are fetched at once.
-DOWNLOAD_GRACE_SECONDS = 10.0
-DOWNLOAD_MIN_RATE = 50_000  # bytes per second, averaged over the transfer after the grace
-ENV_DOWNLOAD_GRACE = "MNIST_DOWNLOAD_GRACE_SECONDS"
-ENV_DOWNLOAD_MIN_RATE = "MNIST_DOWNLOAD_MIN_RATE"
+# Both numbers are defaults of settings (MNIST_DOWNLOAD_GRACE_SECONDS, MNIST_DOWNLOAD_MIN_RATE).
 # Each connect and read of the transfer thread. Past the deadline this only bounds how
 # long an abandoned transfer's thread lingers; within it, a connection silent this long
 # fails even if the transfer was ahead of its deadline.
@@ -97,28 +96,6 @@ def _fetch_store(url: str, dest: Path) -> None:
         raise FetchError(f"{url}: no such file") from None
     except StorageError as err:  # denied, unreachable: the next mirror may do better
         raise TransientFetchError(str(err)) from None
-
-
-def download_deadline() -> tuple[float, float]:
-    """(grace seconds, minimum average bytes per second) of each HTTP transfer: the
-    defaults, or ``MNIST_DOWNLOAD_GRACE_SECONDS`` and ``MNIST_DOWNLOAD_MIN_RATE``."""
-    return (
-        _positive_env(ENV_DOWNLOAD_GRACE, DOWNLOAD_GRACE_SECONDS),
-        _positive_env(ENV_DOWNLOAD_MIN_RATE, DOWNLOAD_MIN_RATE),
-    )
-
-
-def _positive_env(name: str, default: float) -> float:
-    text = os.environ.get(name)
-    if not text:
-        return default
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not value > 0:
-        raise SettingsError(f"{name}={text!r}: expected a positive number")
-    return value
 
 
 def _fetch_http(url: str, dest: Path) -> None:

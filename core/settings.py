@@ -1,15 +1,20 @@
-"""One home for paths and settings: the artifacts root, the mirrors, retry delays, Prefect.
+"""One home for paths and settings: every ``MNIST_*`` environment variable is read here.
 
-Values come from explicit arguments first, then environment variables, then defaults.
-Nothing here runs at import time; callers build a ``Settings`` with ``Settings.from_env``.
+Values come from explicit arguments first, then environment variables, then defaults; a
+value that cannot be used is a one-line ``SettingsError`` naming the variable. Nothing
+here runs at import time: a run's settings are a ``Settings`` from ``Settings.from_env``,
+and the few read elsewhere (the download deadline, run time limits, the schedule's
+timezone, the Dask scheduler, a worker's checkout) are functions called when needed.
 """
 
 from __future__ import annotations
 
 import os
+import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from core.errors import PipelineError
 from core.storage import Location, is_remote, location
@@ -42,8 +47,24 @@ ENV_ARTIFACTS = "MNIST_ARTIFACTS_DIR"
 ENV_RETRY_DELAYS = "MNIST_RETRY_DELAYS"
 # A sha256sum-style file of IDX checksums replacing MNIST's (for private or synthetic data).
 ENV_CHECKSUMS = "MNIST_CHECKSUMS_FILE"
+# The download deadline of core.fetch (why these numbers: there).
+ENV_DOWNLOAD_GRACE = "MNIST_DOWNLOAD_GRACE_SECONDS"
+ENV_DOWNLOAD_MIN_RATE = "MNIST_DOWNLOAD_MIN_RATE"
+# Seconds a flow run may take before Prefect stops it (TimedOut); 0 means no limit.
+ENV_TRAINING_TIMEOUT = "MNIST_TRAINING_TIMEOUT"
+ENV_SCORING_TIMEOUT = "MNIST_SCORING_TIMEOUT"
+# The nightly schedule's IANA timezone (serve and stack).
+ENV_TIMEZONE = "MNIST_TIMEZONE"
+# A Dask scheduler for the runs whose options choose no task runner.
+ENV_DASK_ADDRESS = "MNIST_DASK_ADDRESS"
+# On a work-pool worker: the checkout its runs start in (prefect.yaml's pull step).
+ENV_PIPELINE_HOME = "MNIST_PIPELINE_HOME"
 
 DEFAULT_RETRY_DELAYS: tuple[float, ...] = (2.0, 5.0, 15.0)
+DOWNLOAD_GRACE_SECONDS = 10.0
+DOWNLOAD_MIN_RATE = 50_000  # bytes per second, averaged over the transfer after the grace
+DEFAULT_TRAINING_TIMEOUT = 3600.0  # the default preset takes seconds, `wide` under a minute
+DEFAULT_SCORING_TIMEOUT = 6 * 3600.0  # a night's batch of files
 
 
 @dataclass(frozen=True)
@@ -144,6 +165,109 @@ def _retry_delays(text: str) -> tuple[float, ...]:
             f"{ENV_RETRY_DELAYS}={text!r}: expected seconds separated by commas, e.g. 2,5,15"
         )
     return delays
+
+
+def download_deadline() -> tuple[float, float]:
+    """(grace seconds, minimum average bytes per second) of each HTTP transfer: the
+    defaults, or ``MNIST_DOWNLOAD_GRACE_SECONDS`` and ``MNIST_DOWNLOAD_MIN_RATE``."""
+    return (
+        _positive(ENV_DOWNLOAD_GRACE, DOWNLOAD_GRACE_SECONDS),
+        _positive(ENV_DOWNLOAD_MIN_RATE, DOWNLOAD_MIN_RATE),
+    )
+
+
+def _positive(variable: str, default: float) -> float:
+    text = os.environ.get(variable)
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise SettingsError(f"{variable}={text!r}: expected a positive number")
+    return value
+
+
+def training_timeout() -> float | None:
+    """Seconds a training run may take (``MNIST_TRAINING_TIMEOUT``); None for no limit."""
+    return _run_timeout(ENV_TRAINING_TIMEOUT, DEFAULT_TRAINING_TIMEOUT)
+
+
+def scoring_timeout() -> float | None:
+    """Seconds a scoring run may take (``MNIST_SCORING_TIMEOUT``); None for no limit."""
+    return _run_timeout(ENV_SCORING_TIMEOUT, DEFAULT_SCORING_TIMEOUT)
+
+
+def _run_timeout(variable: str, default: float) -> float | None:
+    text = os.environ.get(variable, "").strip()
+    try:
+        seconds = float(text) if text else default
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0 or seconds == float("inf"):
+        raise SettingsError(f"{variable}={text!r}: expected seconds (0 for no limit), e.g. 3600")
+    return seconds or None
+
+
+def schedule_timezone(flag: str | None = None) -> str:
+    """The nightly schedule's timezone: ``flag``, else ``MNIST_TIMEZONE``, else UTC."""
+    return check_timezone(flag or os.environ.get(ENV_TIMEZONE) or "UTC")
+
+
+def check_timezone(name: str) -> str:
+    """``name`` if it is an IANA timezone name (e.g. Europe/Paris); SettingsError if not."""
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise SettingsError(f"unknown timezone {name!r} (use an IANA name)") from None
+    return name
+
+
+def default_dask_address() -> str | None:
+    """The Dask scheduler in ``MNIST_DASK_ADDRESS``, for runs whose options choose none."""
+    return os.environ.get(ENV_DASK_ADDRESS) or None
+
+
+PROJECT = "mnist-pipeline"
+# The deployments' entrypoints, relative to a checkout (as in prefect.yaml).
+ENTRYPOINTS = ("flows/training.py", "flows/scoring.py")
+
+
+def pipeline_home(value: str) -> Path:
+    """``MNIST_PIPELINE_HOME`` as a worker's pull step receives it: the checkout of this
+    project to run in; SettingsError, saying what to set it to, if it names none."""
+    if not value.strip():
+        problem = f"{ENV_PIPELINE_HOME} is not set on this worker"
+    elif not Path(value).expanduser().is_absolute():
+        # Relative to what? Each run starts in a new temporary folder.
+        problem = f"{ENV_PIPELINE_HOME}={value} is not an absolute path"
+    elif not is_checkout(Path(value).expanduser()):
+        problem = f"{ENV_PIPELINE_HOME}={value} is not a checkout of {PROJECT}"
+    else:
+        return Path(value).expanduser()
+    raise SettingsError(f"{problem}: start the worker with {_home_suggestion()}")
+
+
+def is_checkout(folder: Path) -> bool:
+    """True when ``folder`` holds this project: its pyproject.toml and the entrypoints."""
+    try:
+        with (folder / "pyproject.toml").open("rb") as f:
+            name = tomllib.load(f).get("project", {}).get("name")
+    except (OSError, tomllib.TOMLDecodeError):
+        return False
+    return name == PROJECT and all((folder / entry).is_file() for entry in ENTRYPOINTS)
+
+
+def _home_suggestion() -> str:
+    """What to set: the checkout this worker's Python imports the project from, if any."""
+    here = Path(__file__).resolve().parents[1]
+    if is_checkout(here):  # an editable install (`make setup`): the usual case
+        return f"{ENV_PIPELINE_HOME}={here} (the {PROJECT} checkout its Python runs from)"
+    return (
+        f"{ENV_PIPELINE_HOME} set to the absolute path of a {PROJECT} checkout "
+        "(holding prefect.yaml)"
+    )
 
 
 def prefect_env_defaults() -> dict[str, str]:

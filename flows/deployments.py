@@ -5,10 +5,11 @@
 * ``mnist-scoring/batch``: no schedule; parameters ``inputs``, ``output_dir``, ``model``.
 
 Both flows have a timeout (``MNIST_TRAINING_TIMEOUT``, default 1 hour, and
-``MNIST_SCORING_TIMEOUT``, default 6 hours; 0 for none), read where the flow is imported:
-a deployment run loads its flow from the entrypoint, so the serve process's or the
-worker's environment decides. A run over its time ends TimedOut (a Failed state), which
-frees the training deployment's single concurrency slot.
+``MNIST_SCORING_TIMEOUT``, default 6 hours; 0 for none), read when a run starts
+(``flows.limits``): a deployment run loads its flow from the entrypoint in a process of
+its own, so the serve process's or the worker's environment decides. A run over its time
+ends TimedOut (a Failed state), which frees the training deployment's single concurrency
+slot.
 
 Both carry the absolute artifacts root as a parameter default, so a run from the server
 reads and writes the same data, models and task cache as ``mnist-pipeline`` on that root.
@@ -22,14 +23,12 @@ and limit.
 
 from __future__ import annotations
 
-import os
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from core.settings import SettingsError
+from core.settings import check_timezone, scoring_timeout, training_timeout
 from core.storage import is_remote, location
 
 if TYPE_CHECKING:  # Prefect is imported when used: the CLI sets its environment first
@@ -38,40 +37,19 @@ if TYPE_CHECKING:  # Prefect is imported when used: the CLI sets its environment
 TRAINING = "mnist-training/nightly"
 SCORING = "mnist-scoring/batch"
 NIGHTLY_CRON = "0 2 * * *"
-ENV_TIMEZONE = "MNIST_TIMEZONE"
 DEFAULT_PORT = 4200
 # A first start migrates the server's database; on a busy 2-core machine that takes a while.
 SERVER_STARTUP_SECONDS = 180.0
-# Seconds a flow run may take before Prefect stops it (TimedOut); 0 means no limit.
-ENV_TRAINING_TIMEOUT = "MNIST_TRAINING_TIMEOUT"
-ENV_SCORING_TIMEOUT = "MNIST_SCORING_TIMEOUT"
-DEFAULT_TRAINING_TIMEOUT = 3600.0  # the default preset takes seconds, `wide` under a minute
-DEFAULT_SCORING_TIMEOUT = 6 * 3600.0  # a night's batch of files
 
 
 class DeploymentError(Exception):
     """A deployment setup that cannot work: bad schedule, no server, port in use."""
 
 
-def run_timeout(variable: str, default: float) -> float | None:
-    """A flow's timeout in seconds: ``variable`` if set, else ``default``; None for 0."""
-    text = os.environ.get(variable, "").strip()
-    try:
-        seconds = float(text) if text else default
-    except ValueError:
-        seconds = -1.0
-    if not seconds >= 0 or seconds == float("inf"):
-        raise SettingsError(f"{variable}={text!r}: expected seconds (0 for no limit), e.g. 3600")
-    return seconds or None
-
-
 def check_schedule(cron: str, timezone: str) -> None:
-    """Raise DeploymentError unless ``cron`` is a cron expression and ``timezone`` an IANA
-    name (e.g. Europe/Paris)."""
-    try:
-        ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise DeploymentError(f"unknown timezone {timezone!r} (use an IANA name)") from None
+    """Raise SettingsError unless ``timezone`` is an IANA name (e.g. Europe/Paris), and
+    DeploymentError unless ``cron`` is a cron expression."""
+    check_timezone(timezone)
     from prefect.client.schemas.schedules import CronSchedule
 
     try:
@@ -92,6 +70,9 @@ def build_deployments(
     from flows.training import training_flow
 
     check_schedule(cron, timezone)
+    # Each run reads its time limit when it starts; a bad one is refused before serving.
+    training_timeout()
+    scoring_timeout()
     root = location(artifacts)
     root = str(root if is_remote(root) else root.expanduser().resolve())
     # Module entrypoints: a run imports flows.training wherever the serve process runs.

@@ -4,66 +4,26 @@ A process worker starts every flow run in a fresh temporary folder, and only thi
 brings it to the code. Prefect's own ``set_working_directory`` takes an unset variable as
 "" and stays in that temporary folder, so a worker started without MNIST_PIPELINE_HOME
 crashed seconds later on ``FileNotFoundError: .../flows/scoring.py``, its pull step
-"completed successfully". This step checks the variable first and, if it is wrong, ends
-the run Failed with one line that names the variable and says what to set it to.
+"completed successfully". This step checks the variable first (``core.settings``) and, if
+it is wrong, ends the run Failed with one line that names the variable and says what to
+set it to.
 
 The worker imports this module before any working directory is set, so it must come from
 the worker's own Python: the project's ``.venv``, where ``make setup`` installs the
-checkout in editable mode. It imports only the standard library and Prefect.
+checkout in editable mode.
 """
 
 from __future__ import annotations
 
 import os
-import tomllib
-from pathlib import Path
 from typing import TYPE_CHECKING
 from uuid import UUID
+
+from core.settings import ENV_PIPELINE_HOME, SettingsError, pipeline_home
 
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun
     from prefect.events import Event
-
-ENV_HOME = "MNIST_PIPELINE_HOME"
-PROJECT = "mnist-pipeline"
-# The deployments' entrypoints, relative to a checkout (as in prefect.yaml).
-ENTRYPOINTS = ("flows/training.py", "flows/scoring.py")
-
-
-class CheckoutError(Exception):
-    """MNIST_PIPELINE_HOME is unset or names no checkout of this project; one line."""
-
-
-def is_checkout(folder: Path) -> bool:
-    """True when ``folder`` holds this project: its pyproject.toml and the entrypoints."""
-    try:
-        with (folder / "pyproject.toml").open("rb") as f:
-            name = tomllib.load(f).get("project", {}).get("name")
-    except (OSError, tomllib.TOMLDecodeError):
-        return False
-    return name == PROJECT and all((folder / entry).is_file() for entry in ENTRYPOINTS)
-
-
-def checkout_problem(value: str) -> str | None:
-    """The one-line complaint about ``value`` as MNIST_PIPELINE_HOME, or None if it is fine."""
-    if not value.strip():
-        problem = f"{ENV_HOME} is not set on this worker"
-    elif not Path(value).expanduser().is_absolute():
-        # Relative to what? Each run starts in a new temporary folder.
-        problem = f"{ENV_HOME}={value} is not an absolute path"
-    elif not is_checkout(Path(value).expanduser()):
-        problem = f"{ENV_HOME}={value} is not a checkout of {PROJECT}"
-    else:
-        return None
-    return f"{problem}: start the worker with {_suggestion()}"
-
-
-def _suggestion() -> str:
-    """What to set: the checkout this worker's Python imports the project from, if any."""
-    here = Path(__file__).resolve().parents[1]
-    if is_checkout(here):  # an editable install (`make setup`): the usual case
-        return f"{ENV_HOME}={here} (the {PROJECT} checkout its Python runs from)"
-    return f"{ENV_HOME} set to the absolute path of a {PROJECT} checkout (holding prefect.yaml)"
 
 
 def enter_checkout(directory: str) -> dict[str, str]:
@@ -71,18 +31,19 @@ def enter_checkout(directory: str) -> dict[str, str]:
 
     On a bad value inside a flow run, the run is set Failed with the one line as its
     message (also logged to the run) and its process exits 1 without a traceback;
-    elsewhere CheckoutError carries the line.
+    elsewhere SettingsError carries the line.
     """
     from prefect.deployments.steps import set_working_directory
 
-    problem = checkout_problem(directory)
-    if problem is None:
-        return set_working_directory(str(Path(directory).expanduser()))
-    if _fail_flow_run(problem):
-        # Prefect would print its own traceback around an exception; the run already
-        # says why it failed, so leave quietly (SystemExit passes Prefect's handlers).
-        raise SystemExit(1)
-    raise CheckoutError(problem)
+    try:
+        home = pipeline_home(directory)
+    except SettingsError as exc:
+        if _fail_flow_run(str(exc)):
+            # Prefect would print its own traceback around an exception; the run already
+            # says why it failed, so leave quietly (SystemExit passes Prefect's handlers).
+            raise SystemExit(1) from None
+        raise
+    return set_working_directory(str(home))
 
 
 def _fail_flow_run(message: str) -> bool:
@@ -118,7 +79,7 @@ def _tell(flow_run: FlowRun, message: str) -> None:
     APILogHandler().flush()
     event = Event(
         event="mnist-pipeline.worker.misconfigured",
-        resource={"prefect.resource.id": f"mnist-pipeline.env.{ENV_HOME}",
+        resource={"prefect.resource.id": f"mnist-pipeline.env.{ENV_PIPELINE_HOME}",
                   "prefect.resource.name": message},
         related=[{"prefect.resource.id": f"prefect.flow-run.{flow_run.id}",
                   "prefect.resource.role": "flow-run"}],

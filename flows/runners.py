@@ -26,12 +26,13 @@ import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from core.settings import ENV_DASK_ADDRESS as ENV_DASK_ADDRESS  # re-exported
+from core.settings import default_dask_address
+
 if TYPE_CHECKING:  # Prefect is imported when used: the CLI sets its environment first
     from prefect import Flow
     from prefect.futures import PrefectFuture
     from prefect.task_runners import TaskRunner
-
-ENV_DASK_ADDRESS = "MNIST_DASK_ADDRESS"
 
 
 def resolve_dask(
@@ -44,7 +45,7 @@ def resolve_dask(
     if dask_local is not None and dask_local < 1:
         raise ValueError(f"a local Dask cluster needs at least 1 worker, got {dask_local}")
     if not dask_address and not dask_local:
-        dask_address = os.environ.get(ENV_DASK_ADDRESS) or None
+        dask_address = default_dask_address()
     return dask_address or None, dask_local or None
 
 
@@ -170,21 +171,3 @@ def outcome(future: PrefectFuture) -> Any:
         return future.result()
     except Exception as exc:  # reported per file or per config by the flows
         return exc
-
-
-def fill_seconds(steps: list[dict[str, Any]], futures: dict[str, PrefectFuture]) -> None:
-    """Fill the seconds of steps that ran in another process from the Prefect API.
-
-    ``flows.report`` times steps with a state hook, which runs where the task ran:
-    on a Dask worker, not here. The API has every task run's run time.
-    """
-    from prefect import get_client
-
-    missing = [row for row in steps if row["seconds"] == 0.0]
-    if not missing:
-        return
-    with get_client(sync_client=True) as client:
-        for row in missing:
-            run = client.read_task_run(futures[row["step"]].task_run_id)
-            if run.total_run_time is not None:
-                row["seconds"] = round(run.total_run_time.total_seconds(), 3)

@@ -14,17 +14,16 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from core.errors import PipelineError
 from core.scoring.jobs import plan_jobs
 from core.scoring.score_file import ScoringOutputError
-from core.settings import Settings
+from core.settings import Settings, scoring_timeout
 from core.storage import location, store_errors
 from flows import name_this_run
-from flows.deployments import DEFAULT_SCORING_TIMEOUT, ENV_SCORING_TIMEOUT, run_timeout
+from flows.limits import timed_flow
 from flows.runners import outcome, rerun_on_dask, wants_dask_subflow
 from tasks.scoring import locate_model, score_csv
 
@@ -47,10 +46,10 @@ class ScoringFailed(PipelineError):
         return (type(self), (self.summary,))
 
 
-@flow(
+@timed_flow(
+    scoring_timeout,
     name="mnist-scoring",
     task_runner=ThreadPoolTaskRunner(max_workers=os.cpu_count() or 2),
-    timeout_seconds=run_timeout(ENV_SCORING_TIMEOUT, DEFAULT_SCORING_TIMEOUT),
 )
 def scoring_flow(
     inputs: list[str],

@@ -25,7 +25,7 @@ from core.settings import Settings
 from core.training import FIT_FILE, fingerprint, resolve_config
 from flows import report, results_in_order, submit_cached
 from flows.ingest import submit_ingestion
-from flows.runners import fill_seconds, outcome, rerun_on_dask, wants_dask_subflow
+from flows.runners import outcome, rerun_on_dask, wants_dask_subflow
 from flows.training import submit_publication
 from tasks.evaluate import evaluate_model
 from tasks.train import train_model
@@ -123,7 +123,6 @@ def sweep_flow(
         )
     )
     steps = report(futures)
-    fill_seconds(steps, futures)
     create_table_artifact(
         table,
         key="mnist-sweep-results",

@@ -4,26 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow
 from prefect.futures import PrefectFuture
 
 from core import registry
 from core.evaluation import evaluation_outputs
-from core.settings import Settings
+from core.settings import Settings, training_timeout
 from core.training import FIT_FILE, fingerprint, resolve_config
 from flows import name_this_run, report, results_in_order, submit_cached
-from flows.deployments import DEFAULT_TRAINING_TIMEOUT, ENV_TRAINING_TIMEOUT, run_timeout
 from flows.ingest import submit_ingestion
+from flows.limits import timed_flow
 from tasks.evaluate import evaluate_model
 from tasks.publish import promote_model, publish_model
 from tasks.train import train_model
 
 
-@flow(
-    name="mnist-training",
-    # A hung run must not hold the nightly deployment's single slot forever.
-    timeout_seconds=run_timeout(ENV_TRAINING_TIMEOUT, DEFAULT_TRAINING_TIMEOUT),
-)
+# A hung run must not hold the nightly deployment's single slot forever.
+@timed_flow(training_timeout, name="mnist-training")
 def training_flow(
     preset: str = "default",
     hidden: list[int] | None = None,

@@ -9,13 +9,20 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flows.pull_check import CheckoutError, checkout_problem, enter_checkout, is_checkout
+from core.settings import SettingsError, is_checkout, pipeline_home
+from flows.pull_check import enter_checkout
 from tests.support import REPO
 
 FIX = (
     f"start the worker with MNIST_PIPELINE_HOME={REPO} "
     "(the mnist-pipeline checkout its Python runs from)"
 )
+
+
+def problem(value: str) -> str:
+    with pytest.raises(SettingsError) as raised:
+        pipeline_home(value)
+    return str(raised.value)
 
 
 def fake_checkout(folder: Path, name: str = "mnist-pipeline") -> Path:
@@ -37,18 +44,18 @@ def test_prefect_yaml_pulls_through_the_check():
 
 def test_this_repository_is_a_checkout_and_passes():
     assert is_checkout(REPO)
-    assert checkout_problem(str(REPO)) is None
+    assert pipeline_home(str(REPO)) == REPO
 
 
 @pytest.mark.parametrize("value", ["", "   "])
 def test_unset_says_what_to_set(value):
-    assert checkout_problem(value) == f"MNIST_PIPELINE_HOME is not set on this worker: {FIX}"
+    assert problem(value) == f"MNIST_PIPELINE_HOME is not set on this worker: {FIX}"
 
 
 def test_relative_path_is_refused(tmp_path, monkeypatch):
     fake_checkout(tmp_path / "co")
     monkeypatch.chdir(tmp_path)  # even where it would resolve: runs start elsewhere
-    assert checkout_problem("co") == f"MNIST_PIPELINE_HOME=co is not an absolute path: {FIX}"
+    assert problem("co") == f"MNIST_PIPELINE_HOME=co is not an absolute path: {FIX}"
 
 
 def not_a_checkout(folder: Path, kind: str) -> Path:
@@ -68,7 +75,7 @@ def not_a_checkout(folder: Path, kind: str) -> Path:
 @pytest.mark.parametrize("kind", ["missing", "empty", "other-project", "no-entrypoint", "bad-toml"])
 def test_a_folder_that_is_not_a_checkout_is_named(tmp_path, kind):
     folder = not_a_checkout(tmp_path / "home", kind)
-    assert checkout_problem(str(folder)) == (
+    assert problem(str(folder)) == (
         f"MNIST_PIPELINE_HOME={folder} is not a checkout of mnist-pipeline: {FIX}"
     )
 
@@ -83,7 +90,7 @@ def test_enter_checkout_moves_the_run_there(tmp_path, monkeypatch):
 def test_enter_checkout_outside_a_flow_run_raises_the_line(tmp_path, monkeypatch):
     monkeypatch.delenv("PREFECT__FLOW_RUN_ID", raising=False)
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(CheckoutError) as raised:
+    with pytest.raises(SettingsError) as raised:
         enter_checkout("")
     assert str(raised.value) == f"MNIST_PIPELINE_HOME is not set on this worker: {FIX}"
     assert Path.cwd() == tmp_path

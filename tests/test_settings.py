@@ -77,3 +77,48 @@ def test_prefect_defaults_leave_the_users_prefect_home_alone():
     defaults = prefect_env_defaults()
     assert "PREFECT_HOME" not in defaults and "PREFECT_API_URL" not in defaults
     assert defaults["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
+
+
+def test_run_time_limits(monkeypatch):
+    from core.settings import scoring_timeout, training_timeout
+
+    monkeypatch.delenv("MNIST_TRAINING_TIMEOUT", raising=False)
+    monkeypatch.delenv("MNIST_SCORING_TIMEOUT", raising=False)
+    assert (training_timeout(), scoring_timeout()) == (3600.0, 21600.0)
+    monkeypatch.setenv("MNIST_TRAINING_TIMEOUT", "90")
+    monkeypatch.setenv("MNIST_SCORING_TIMEOUT", "0")  # no limit
+    assert (training_timeout(), scoring_timeout()) == (90.0, None)
+
+
+@pytest.mark.parametrize("value", ["soon", "-1", "inf", "nan"])
+def test_a_bad_time_limit_is_named_in_one_line(monkeypatch, value):
+    from core.settings import training_timeout
+
+    monkeypatch.setenv("MNIST_TRAINING_TIMEOUT", value)
+    with pytest.raises(SettingsError) as caught:
+        training_timeout()
+    assert str(caught.value) == (
+        f"MNIST_TRAINING_TIMEOUT='{value}': expected seconds (0 for no limit), e.g. 3600"
+    )
+
+
+def test_schedule_timezone_flag_then_environment_then_utc(monkeypatch):
+    from core.settings import schedule_timezone
+
+    monkeypatch.delenv("MNIST_TIMEZONE", raising=False)
+    assert schedule_timezone() == "UTC"
+    monkeypatch.setenv("MNIST_TIMEZONE", "Europe/Paris")
+    assert schedule_timezone() == "Europe/Paris"
+    assert schedule_timezone("America/New_York") == "America/New_York"
+    monkeypatch.setenv("MNIST_TIMEZONE", "Mars/Olympus")
+    with pytest.raises(SettingsError, match=r"^unknown timezone 'Mars/Olympus' \(use an IANA"):
+        schedule_timezone()
+
+
+def test_dask_address_from_the_environment(monkeypatch):
+    from core.settings import default_dask_address
+
+    monkeypatch.delenv("MNIST_DASK_ADDRESS", raising=False)
+    assert default_dask_address() is None
+    monkeypatch.setenv("MNIST_DASK_ADDRESS", "tcp://sched:8786")
+    assert default_dask_address() == "tcp://sched:8786"
