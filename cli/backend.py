@@ -10,7 +10,6 @@ with the command; its database is then kept under the artifacts root.
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 import time
@@ -27,10 +26,6 @@ DATABASE_VARIABLES = (
     "PREFECT_SERVER_DATABASE_CONNECTION_URL",
     "PREFECT_API_DATABASE_CONNECTION_URL",
 )
-# How long the CLI waits at most for the embedded server to record its task runs.
-RECORDING_TIMEOUT_SECONDS = 30.0
-_POLL_SECONDS = 0.02
-_PAGE = 200  # the API's default page size
 # A configured API that has not answered for this long mid-run ends the command (exit 1,
 # one line). Left to Prefect, the running step retried its call for ~75 s, failed with a
 # traceback, and the process then hung for minutes flushing logs and events at exit.
@@ -48,8 +43,7 @@ def embedded_database_url(artifacts: Path) -> str:
 @contextmanager
 def in_process_backend(artifacts: Path | None = None) -> Iterator[None]:
     """Run the enclosed flows against the configured Prefect API, or else on Prefect's
-    embedded server, with its database under ``artifacts`` (when given), stopped only once
-    it has recorded every task run.
+    embedded server, with its database under ``artifacts`` (when given).
 
     Flow-run heartbeats stay as Prefect sets them. Turning them off on the embedded server
     (nothing reads them there) saved at most the ~1 s a flow waits for the heartbeat thread
@@ -74,20 +68,11 @@ def in_process_backend(artifacts: Path | None = None) -> Iterator[None]:
     if artifacts is not None and not is_remote(artifacts) and not _database_configured(settings):
         (Path(artifacts) / ".prefect").mkdir(parents=True, exist_ok=True)
         updates[PREFECT_SERVER_DATABASE_CONNECTION_URL] = embedded_database_url(artifacts)
-    seen = _TaskRunsSeen()
-    task_run_logger = logging.getLogger("prefect.task_runs")
-    task_run_logger.addHandler(seen)
-    try:
-        with temporary_settings(updates=updates):
-            _start_embedded_server()
-            try:
-                yield
-            except Exception:
-                wait_until_recorded(seen.ids)  # a failed run ends with a burst of states
-                raise
-            wait_until_recorded(seen.ids)
-    finally:
-        task_run_logger.removeHandler(seen)
+    # The server is stopped when this process exits; each flow run first waits until it
+    # has recorded its task runs (flows.run_recorded).
+    with temporary_settings(updates=updates):
+        _start_embedded_server()
+        yield
 
 
 def _start_embedded_server() -> None:
@@ -259,57 +244,3 @@ def _database_configured(settings: Any) -> bool:
     if any(os.environ.get(v) for v in DATABASE_VARIABLES):
         return True
     return "connection_url" in settings.server.database.model_fields_set
-
-
-class _TaskRunsSeen(logging.Handler):
-    """Collects the ids of the task runs of this process: each logs how it finished.
-
-    Prefect has no process-wide hook on task-run states; their log records carry the
-    run's id. Runs that log nothing here are not waited for: completed ones when Prefect's
-    log level is above INFO, and those that ran on Dask workers (other processes).
-    """
-
-    def __init__(self) -> None:
-        super().__init__(level=logging.NOTSET)
-        self.ids: set[str] = set()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        task_run_id = getattr(record, "task_run_id", None)
-        if task_run_id:
-            self.ids.add(str(task_run_id))
-
-
-def wait_until_recorded(ids: set[str], timeout: float = RECORDING_TIMEOUT_SECONDS) -> None:
-    """Wait until the server has recorded the last state of each of these task runs.
-
-    Task runs reach the server as events, which it records asynchronously, one at a time.
-    The embedded server is stopped when this process exits, and stopping it mid-write
-    cancels the recording, which Prefect reports with pages of tracebacks after a run
-    that succeeded (6 of 10 warm ``train`` runs) or failed. A task run's last state is
-    final, or NotReady when a step before it failed. After warm ``train`` runs on a busy
-    2-core machine this took 0.1-1 s.
-    """
-    if not ids:
-        return
-    from prefect import get_client
-    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterId
-
-    pending = sorted(ids)
-    deadline = time.monotonic() + timeout
-    try:
-        with get_client(sync_client=True) as client:
-            while pending and time.monotonic() < deadline:
-                done = set()
-                for start in range(0, len(pending), _PAGE):
-                    page = TaskRunFilterId(any_=pending[start : start + _PAGE])
-                    runs = client.read_task_runs(task_run_filter=TaskRunFilter(id=page))
-                    done.update(str(r.id) for r in runs if _settled(r.state))
-                pending = [i for i in pending if i not in done]
-                if pending:
-                    time.sleep(_POLL_SECONDS)
-    except Exception:  # best effort: the run's own outcome is what the user must see
-        return
-
-
-def _settled(state: Any) -> bool:
-    return state is not None and (state.is_final() or state.name == "NotReady")

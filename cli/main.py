@@ -50,9 +50,10 @@ def _ingest_parser(command: argparse.ArgumentParser) -> None:
 
 
 def _ingest(args: argparse.Namespace) -> int:
+    from flows import run_recorded
     from flows.ingest import ingest_flow
 
-    result = ingest_flow(**flow_arguments(args, ingest_flow))
+    result = run_recorded(ingest_flow, **flow_arguments(args, ingest_flow))
     print_steps(result["steps"])
     for split in ("train", "test"):
         out(f"{split}: {result[split]['rows']} rows in {result[split]['path']}")
@@ -95,6 +96,7 @@ def _train_parser(command: argparse.ArgumentParser) -> None:
 
 def _train(args: argparse.Namespace) -> int:
     from core.training import resolve_config
+    from flows import run_recorded
     from flows.training import training_flow
     from model.config import ModelConfig
 
@@ -106,7 +108,7 @@ def _train(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    result = training_flow(**parameters)
+    result = run_recorded(training_flow, **parameters)
     print_steps(result["steps"])
     out(f"test accuracy {result['test_accuracy']:.4f}, log-loss {result['test_log_loss']:.4f}")
     _print_model(result, args.root)

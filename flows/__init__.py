@@ -39,6 +39,15 @@ def report(futures: dict[str, PrefectFuture]) -> list[dict[str, Any]]:
     return rows
 
 
+def run_recorded(flow: Any, **parameters: Any) -> Any:
+    """Run ``flow`` and return its result (or raise its exception), once the server has
+    recorded the last state of each of its task runs, whether the run succeeded or not:
+    see ``recorded_task_runs``. The CLI runs every flow this way."""
+    state = flow(**parameters, return_state=True)
+    recorded_task_runs(flow_run_id=state.state_details.flow_run_id)
+    return state.result()
+
+
 def recorded_task_runs(
     ids: list[str] | None = None,
     flow_run_id: Any = None,
@@ -80,9 +89,13 @@ def recorded_task_runs(
                 for start in range(0, len(pending), _PAGE):
                     page = TaskRunFilterId(any_=pending[start : start + _PAGE])
                     runs += client.read_task_runs(task_run_filter=TaskRunFilter(id=page))
+            before = len(found)
             found.update({str(r.id): r for r in runs})
             wanted = ids if flow_run_id is None else list(found)
-            if all(_settled(found.get(i)) for i in wanted or []):
+            # By flow run, a task run the server has not recorded yet is not listed at
+            # all: the list must also have stopped growing.
+            stable = flow_run_id is None or len(found) == before
+            if stable and all(_settled(found.get(i)) for i in wanted or []):
                 return found
             if time.monotonic() >= deadline:
                 return found

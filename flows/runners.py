@@ -121,10 +121,13 @@ def run_on_runner(
     if _on_dask(runner):
         quiet_dask_logs()
         guard = api_for_workers()
+    from flows import run_recorded
+
     with guard:
-        return flow.with_options(task_runner=runner)(
-            dask_address=address, dask_local=n_workers, **parameters
-        )
+        return run_recorded(
+            flow.with_options(task_runner=runner),
+            dask_address=address, dask_local=n_workers, **parameters,
+        )  # fmt: skip
 
 
 def wants_dask_subflow(dask_address: str | None, dask_local: int | None) -> bool:

@@ -112,17 +112,25 @@ _BACKLOG_SCRIPT = """
 import sys
 from prefect import flow, get_client, task
 from cli.backend import in_process_backend
+from flows import run_recorded
 
 @task
 def step(i):
     return i
 
 @flow
-def many_steps():
-    return [f.result() for f in [step.submit(i) for i in range(40)]]
+def many_steps(fail: bool):
+    done = [f.result() for f in [step.submit(i) for i in range(40)]]
+    if fail:  # a failed run ends with the same burst of states to record
+        raise RuntimeError("failed on purpose")
+    return done
 
 with in_process_backend():
-    many_steps()
+    run_recorded(many_steps, fail=False)
+    try:
+        run_recorded(many_steps, fail=True)
+    except RuntimeError:
+        pass
 with get_client(sync_client=True) as client:
     runs = client.read_task_runs()
 print("recorded", sum(1 for r in runs if r.state is not None and r.state.is_completed()))
@@ -141,8 +149,11 @@ def test_the_embedded_server_has_recorded_every_task_run_before_it_stops(
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert "recorded 40" in done.stdout.splitlines()
-    assert "Traceback" not in done.stderr and "Error flushing" not in done.stderr
+    assert "recorded 80" in done.stdout.splitlines()
+    # The one traceback is the failed run's own; none from a server stopped mid-write.
+    assert done.stderr.count("Traceback") == 1, done.stderr
+    assert "RuntimeError: failed on purpose" in done.stderr
+    assert "Error flushing" not in done.stderr
 
 
 def test_an_unreachable_api_is_one_line(mirror: tuple[Path, Path], tmp_path: Path) -> None:
