@@ -1,4 +1,5 @@
-"""Shared fixtures: one real Prefect server for the session, synthetic mirrors, a CLI runner.
+"""Shared fixtures: one real Prefect server and one trained champion for the session (per
+xdist worker), synthetic mirrors, an S3 server; ``run_cli`` (tests.support) runs the CLI.
 
 Environment for Prefect is set in ``pytest_configure``, before any test module imports
 Prefect, because Prefect reads its settings when it is first imported.
@@ -7,8 +8,6 @@ Prefect, because Prefect reads its settings when it is first imported.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,11 +15,14 @@ from pathlib import Path
 import pytest
 
 from tests.support import (
-    REPO,
+    REAL_MNIST,
     FaultyMirror,
     MotoServer,
+    run_cli,  # noqa: F401 (the tests import it from here)
+    run_cli_process,  # noqa: F401
     start_prefect_server,
     stop_process_group,
+    train_champion,
     write_mirror,
 )
 
@@ -62,6 +64,41 @@ def prefect_api() -> Iterator[str]:
     finally:
         os.environ.pop("PREFECT_API_URL", None)
         stop_process_group(proc)
+
+
+# A test that needs one of these (or a fixture built on them) takes seconds: it is end to
+# end. `pytest -m "not e2e and not realdata"` is the quick loop.
+SERVERS = {"prefect_api", "s3_server"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SERVERS & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(scope="session")
+def champion_root(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One champion for the session, trained by the training flow (3 epochs) on synthetic
+    digits: ``mirror/`` and ``artifacts/`` (tests.support.train_champion). Only read it;
+    a test or module that changes it, or needs a root of its own, takes a copy
+    (tests.support.copy_root)."""
+    return train_champion(tmp_path_factory.mktemp("champion"), epochs=3)
+
+
+@pytest.fixture(scope="session")
+def real_mnist_champion(
+    prefect_api: str, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, dict]:
+    """(artifacts root, the training flow's result): the default preset trained once on
+    the real MNIST files (../shared/mnist), for the realdata tests that only read it."""
+    from flows.training import training_flow
+
+    if not REAL_MNIST.is_dir():
+        pytest.skip("../shared/mnist is not there")
+    artifacts = tmp_path_factory.mktemp("real-mnist") / "artifacts"
+    return artifacts, training_flow(mirror=str(REAL_MNIST), artifacts=str(artifacts))
 
 
 @pytest.fixture(scope="session")
@@ -114,15 +151,3 @@ def http_mirror(mirror: tuple[Path, Path]) -> Iterator[FaultyMirror]:
 @pytest.fixture
 def artifacts(tmp_path: Path) -> Path:
     return tmp_path / "artifacts"
-
-
-def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600):
-    """Run ``mnist-pipeline`` in a subprocess, as a user would; returns CompletedProcess."""
-    return subprocess.run(
-        [sys.executable, "-m", "cli.main", *args],
-        cwd=REPO,
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )

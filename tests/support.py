@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import gzip
 import hashlib
 import http.server
+import io
+import logging
 import os
 import socket
 import subprocess
@@ -13,6 +17,7 @@ import threading
 import time
 import urllib.request
 from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -146,6 +151,300 @@ def train_champion(root: Path, epochs: int) -> Path:
         artifacts=str(root / "artifacts"), epochs=epochs,
     )  # fmt: skip
     return root
+
+
+def copy_root(root: Path, dest: Path) -> Path:
+    """A copy of a trained ``root`` (its mirror and artifacts) at ``dest``, free to change.
+    Its caches are its own: a cache key includes the artifacts root's path."""
+    import shutil
+
+    shutil.copytree(root, dest, symlinks=True, dirs_exist_ok=True)
+    return dest
+
+
+# ----------------------------------------------------------------------------- the CLI
+# A process launch costs seconds (interpreter, Prefect's import); a test whose point is the
+# output, the exit code or the files calls the CLI in this process instead.
+
+SERVING = ("serve", "stack")
+
+
+@dataclasses.dataclass
+class CliResult:
+    """What ``subprocess.run(..., capture_output=True, text=True)`` gives back."""
+
+    args: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600):
+    """``mnist-pipeline ARGS`` with ``env`` added to the environment, as a user runs it;
+    returns its exit code, stdout and stderr (like CompletedProcess).
+
+    In this process (``cli.main.run``), except where only a process is faithful, which
+    runs as ``run_cli_process``: ``serve`` and ``stack`` (long-running, they own the
+    signals and start servers), and a command that reaches its flows' backend with no
+    Prefect API configured (no ``prefect_api``): it would start Prefect's embedded server,
+    which lives and dies with a process. That is found in-process, before anything ran
+    but the parsing and the settings' checks, so a usage error stays quick. Tests whose
+    point is the process (signals, SIGKILL, the embedded server, another working folder, a
+    fresh interpreter) call ``run_cli_process`` themselves. ``timeout`` is for a process.
+    """
+    if args and args[0] in SERVING:
+        return run_cli_process(*args, env=env, timeout=timeout)
+    try:
+        return _run_in_process(list(args), dict(env or {}))
+    except _EmbeddedServerNeeded:
+        return run_cli_process(*args, env=env, timeout=timeout)
+
+
+def run_cli_process(*args: str, env: dict[str, str] | None = None, timeout: float = 600):
+    """Run ``mnist-pipeline`` in a subprocess, as a user would; returns CompletedProcess."""
+    return subprocess.run(
+        [sys.executable, "-m", "cli.main", *args],
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def _run_in_process(args: list[str], env: dict[str, str]) -> CliResult:
+    """``cli.main.run(args)`` with what a process would have of its own: the environment,
+    Prefect's settings, stdout and stderr (file descriptors 1 and 2 too, so that what a
+    child process or C code prints is caught), logging's levels and filters; a SystemExit
+    is the exit code, an exception that escapes is a traceback on stderr and exit 1.
+    Prefect's log and event queues are drained at the end, as at a process's exit."""
+    import traceback
+
+    from prefect.logging.configuration import PROCESS_LOGGING_CONFIG, setup_logging
+
+    from cli import main as cli
+
+    if not PROCESS_LOGGING_CONFIG:
+        setup_logging()  # as the CLI would, but with this process's own stderr
+    _forget_filesystems()  # a store's client reads its endpoint from the environment
+    try:
+        with _environment(env), _logging_kept(), _captured() as (out, err), _api_required():
+            try:
+                code = cli.run(args)
+            except _EmbeddedServerNeeded:
+                raise
+            except SystemExit as exc:  # argparse, and the CLI's own sys.exit
+                code = _exit_status(exc.code)
+            except Exception:
+                traceback.print_exc()
+                code = 1
+            finally:
+                _drain_prefect_queues()
+    finally:
+        _forget_filesystems()
+    return CliResult(["mnist-pipeline", *args], code, out(), err())
+
+
+def _forget_filesystems() -> None:
+    """Empty fsspec's instance caches (one per filesystem class): a new process builds its
+    store clients afresh, from the environment it has (AWS_ENDPOINT_URL, ...)."""
+    import fsspec
+
+    classes = [fsspec.AbstractFileSystem]
+    while classes:
+        cls = classes.pop()
+        cls.clear_instance_cache()
+        classes.extend(cls.__subclasses__())
+
+
+class _EmbeddedServerNeeded(Exception):
+    """The command was about to start Prefect's embedded server in this process."""
+
+
+@contextlib.contextmanager
+def _api_required() -> Iterator[None]:
+    """Stop a command at its backend (cli.backend.in_process_backend, which ``_run``
+    imports at each call) when no Prefect API is configured."""
+    from prefect.settings import get_current_settings
+
+    from cli import backend
+
+    real = backend.in_process_backend
+
+    @contextlib.contextmanager
+    def only_with_an_api(*args: object, **kwargs: object) -> Iterator[None]:
+        if not get_current_settings().api.url:
+            raise _EmbeddedServerNeeded
+        with real(*args, **kwargs):
+            yield
+
+    backend.in_process_backend = only_with_an_api
+    try:
+        yield
+    finally:
+        backend.in_process_backend = real
+
+
+def _exit_status(code: object) -> int:
+    """The exit status Python gives ``sys.exit(code)``."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    sys.stderr.write(f"{code}\n")
+    return 1
+
+
+def _drain_prefect_queues() -> None:
+    """Send what Prefect's log and event workers still hold, as a process does at exit;
+    they are per API, and the next run starts them again."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=30)  # the services share one registry: events too
+    EventsWorker.drain_all(timeout=30)
+
+
+@contextlib.contextmanager
+def _environment(env: dict[str, str]) -> Iterator[None]:
+    """``env`` added to os.environ, and Prefect's settings made from it afresh, as a new
+    process makes them (Prefect reads them once, at its import, and a fixture's
+    ``temporary_settings`` would otherwise reach the command); all as it was afterwards."""
+    import prefect.context
+
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        current = prefect.context.get_settings_context()
+        with prefect.context.SettingsContext(profile=current.profile, settings=_settings()):
+            yield
+    finally:
+        for key in set(os.environ) - set(saved):
+            del os.environ[key]
+        for key, value in saved.items():
+            if os.environ.get(key) != value:
+                os.environ[key] = value
+
+
+_SETTINGS: dict[tuple, object] = {}
+
+
+def _settings():
+    """``prefect.settings.Settings()`` as a new process would make it (from the environment,
+    the working folder's config files, the profiles file); made again (~0.1 s) only when
+    the environment's PREFECT_* variables, the working folder or the profiles file change."""
+    from prefect.settings import Settings
+
+    profiles = Path(
+        os.environ.get("PREFECT_PROFILES_PATH")
+        or Path(os.environ.get("PREFECT_HOME") or Path.home() / ".prefect") / "profiles.toml"
+    )
+    try:
+        stamp = profiles.stat().st_mtime_ns
+    except OSError:
+        stamp = None
+    key = (
+        tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("PREFECT_"))),
+        os.getcwd(),
+        stamp,
+    )
+    if key not in _SETTINGS:
+        _SETTINGS[key] = Settings()
+    return _SETTINGS[key]
+
+
+def _all_loggers() -> list[logging.Logger]:
+    found = logging.Logger.manager.loggerDict.values()
+    return [logging.getLogger(), *(x for x in found if isinstance(x, logging.Logger))]
+
+
+@contextlib.contextmanager
+def _logging_kept() -> Iterator[None]:
+    """Levels and handler filters as they were: the CLI adds a filter to Prefect's handlers
+    at each start (cli.console) and quiets some loggers (flows.runners)."""
+    loggers = _all_loggers()
+    levels = {logger: logger.level for logger in loggers}
+    filters = {h: list(h.filters) for logger in loggers for h in logger.handlers}
+    try:
+        yield
+    finally:
+        for logger in _all_loggers():
+            logger.setLevel(levels.get(logger, logging.NOTSET))
+        for handler, kept in filters.items():
+            handler.filters[:] = kept
+
+
+def _stream_handlers() -> list[logging.StreamHandler]:
+    """The handlers that write to a stream (Prefect's console, distributed's, ...), not to
+    a file, and not pytest's own."""
+    return [
+        h
+        for logger in _all_loggers()
+        for h in logger.handlers
+        if isinstance(h, logging.StreamHandler)
+        and not isinstance(h, logging.FileHandler)
+        and not type(h).__module__.startswith("_pytest")
+    ]
+
+
+def _set_stream(handler: logging.StreamHandler, stream: object) -> None:
+    handler.setStream(stream)
+    console = getattr(handler, "console", None)  # Prefect's rich console keeps its own
+    if console is not None:
+        console.file = stream
+
+
+@contextlib.contextmanager
+def _captured() -> Iterator[tuple[Callable[[], str], Callable[[], str]]]:
+    """stdout and stderr into two files, from Python (sys.stdout, sys.stderr and the
+    logging handlers' streams) and from the file descriptors; yields their readers."""
+    import tempfile
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    files = [tempfile.TemporaryFile(), tempfile.TemporaryFile()]
+    saved_fds = [os.dup(1), os.dup(2)]
+    saved_sys = (sys.stdout, sys.stderr)
+    handlers = _stream_handlers()
+    saved_streams = {h: h.stream for h in handlers}
+    # Text layers over the redirected descriptors, written through: Python's writes and
+    # a child's reach the file in the order they were made, as in a terminal's pipe.
+    texts = [
+        io.TextIOWrapper(io.FileIO(fd, "w", closefd=False), encoding="utf-8",
+                         errors="backslashreplace", write_through=True)
+        for fd in (1, 2)
+    ]  # fmt: skip
+    text = {}
+
+    def reader(k: int) -> Callable[[], str]:
+        return lambda: text[k]
+
+    try:
+        os.dup2(files[0].fileno(), 1)
+        os.dup2(files[1].fileno(), 2)
+        sys.stdout, sys.stderr = texts
+        for h in handlers:
+            stdout = h.stream in (saved_sys[0], sys.__stdout__)
+            _set_stream(h, texts[0] if stdout else texts[1])
+        yield reader(0), reader(1)
+    finally:
+        for t in texts:
+            t.flush()
+        sys.stdout, sys.stderr = saved_sys
+        for h in _stream_handlers():  # a handler made during the run took the run's stream
+            if h in saved_streams:
+                _set_stream(h, saved_streams[h])
+            elif h.stream in texts:
+                _set_stream(h, saved_sys[0] if h.stream is texts[0] else saved_sys[1])
+        os.dup2(saved_fds[0], 1)
+        os.dup2(saved_fds[1], 2)
+        for k, f in enumerate(files):
+            os.close(saved_fds[k])
+            f.seek(0)
+            text[k] = f.read().decode("utf-8", errors="replace")
+            f.close()
+        for t in texts:
+            t.close()
 
 
 def free_port() -> int:

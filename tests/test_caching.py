@@ -49,6 +49,7 @@ def project_packages_imported_by(modules: list[str]) -> set[str]:
     return set(json.loads(python(REPO, code)))
 
 
+@pytest.mark.e2e  # fresh interpreters
 def test_the_digested_packages_are_all_that_each_step_can_reach():
     ingest = project_packages_imported_by(["tasks.ingest"])
     assert ingest <= set(INGEST_PACKAGES)
@@ -67,6 +68,7 @@ def digests(source: Path) -> dict[str, str]:
     return json.loads(python(source, code))
 
 
+@pytest.mark.e2e  # fresh interpreters
 def test_digest_follows_the_source_not_its_location(tmp_path):
     a = copy_source(tmp_path / "a")
     b = copy_source(tmp_path / "b")

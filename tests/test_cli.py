@@ -77,7 +77,7 @@ def test_bad_flags_exit_2_naming_the_flag(args, message, capsys):
     assert message in capsys.readouterr().err
 
 
-def test_a_bad_flow_setting_stops_only_the_commands_that_run_that_flow(tmp_path):
+def test_a_bad_flow_setting_stops_only_the_commands_that_run_that_flow(tmp_path, prefect_api):
     env = {"MNIST_TRAINING_TIMEOUT": "soon"}
     listing = run_cli("models", "list", "--artifacts", str(tmp_path), env=env)
     assert listing.returncode == 0, listing.stderr

@@ -45,7 +45,7 @@ def test_the_summary_is_the_last_thing_printed_and_names_the_absolute_root(
     assert f"artifacts: {(workdir / 'arts').resolve()}" in lines[-5:]
 
 
-def test_models_list_names_the_folder_it_found_empty(tmp_path: Path) -> None:
+def test_models_list_names_the_folder_it_found_empty(tmp_path: Path, prefect_api: str) -> None:
     from tests.conftest import run_cli
 
     done = run_cli("models", "list", "--artifacts", str(tmp_path / "empty"))

@@ -69,20 +69,11 @@ def test_runner_choice(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, prefect_api):
-    """An artifacts root with a champion trained on synthetic digits."""
-    from flows.training import training_flow
-    from tests.support import write_mirror
+def trained(champion_root, tmp_path_factory):
+    """An artifacts root with a champion trained on synthetic digits (the session's, copied)."""
+    from tests.support import copy_root
 
-    root = tmp_path_factory.mktemp("dask")
-    checksums = write_mirror(root / "mirror")
-    training_flow(
-        mirror=str(root / "mirror"),
-        checksums_file=str(checksums),
-        artifacts=str(root / "artifacts"),
-        epochs=3,
-    )
-    return root / "artifacts"
+    return copy_root(champion_root, tmp_path_factory.mktemp("dask")) / "artifacts"
 
 
 @pytest.fixture(scope="module")

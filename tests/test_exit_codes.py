@@ -13,13 +13,13 @@ import pytest
 
 from core.scoring.jobs import ScoringUsageError, expand_inputs
 from tests.conftest import run_cli
-from tests.support import TEST_HEADER, image, line, train_champion
+from tests.support import TEST_HEADER, copy_root, image, line
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, prefect_api):
-    """An artifacts root with a champion trained on synthetic digits."""
-    return train_champion(tmp_path_factory.mktemp("exit-codes"), epochs=2) / "artifacts"
+def trained(champion_root, tmp_path_factory):
+    """An artifacts root with a champion trained on synthetic digits (the session's, copied)."""
+    return copy_root(champion_root, tmp_path_factory.mktemp("exit-codes")) / "artifacts"
 
 
 def digits_csv(path: Path, n: int = 3) -> Path:

@@ -22,7 +22,8 @@ from tests.support import (
     write_mirror,
 )
 
-pytestmark = pytest.mark.usefixtures("prefect_api")
+# The flows run against the session's Prefect server.
+on_prefect = pytest.mark.usefixtures("prefect_api")
 
 
 def run(artifacts, mirror, checksums, **kw):
@@ -40,6 +41,7 @@ def test_mirror_url_joins_every_kind_of_base(tmp_path):
     assert mirror_url(str(tmp_path), "f.gz") == str(tmp_path / "f.gz")
 
 
+@on_prefect
 def test_http_ingest_builds_parquet_then_is_fully_cached(http_mirror, mirror, artifacts):
     first = run(artifacts, http_mirror.url, mirror[1])
     assert set(states(first).values()) == {"Completed"}
@@ -69,6 +71,7 @@ def test_http_ingest_builds_parquet_then_is_fully_cached(http_mirror, mirror, ar
     assert sum(http_mirror.hits.values()) == hits, "a cached run must not download"
 
 
+@on_prefect
 def test_deleted_or_altered_parquet_is_rebuilt(http_mirror, mirror, artifacts):
     run(artifacts, http_mirror.url, mirror[1])
     (artifacts / "data" / "test.parquet").unlink()
@@ -82,6 +85,7 @@ def test_deleted_or_altered_parquet_is_rebuilt(http_mirror, mirror, artifacts):
     assert read_split(artifacts / "data" / "train.parquet")[0].shape == (300, 784)
 
 
+@on_prefect
 def test_503_twice_then_the_file_succeeds_through_retries(http_mirror, mirror, artifacts):
     http_mirror.faults["train-labels-idx1-ubyte.gz"] = ["503", "503"]
     result = run(artifacts, http_mirror.url, mirror[1])
@@ -89,6 +93,7 @@ def test_503_twice_then_the_file_succeeds_through_retries(http_mirror, mirror, a
     assert http_mirror.hits["train-labels-idx1-ubyte.gz"] == 3
 
 
+@on_prefect
 def test_truncated_body_is_retried(http_mirror, mirror, artifacts):
     http_mirror.faults["t10k-images-idx3-ubyte.gz"] = ["truncate"]
     result = run(artifacts, http_mirror.url, mirror[1])
@@ -97,6 +102,7 @@ def test_truncated_body_is_retried(http_mirror, mirror, artifacts):
     assert not list((artifacts / "data" / "raw").glob(".*.tmp"))
 
 
+@on_prefect
 def test_checksum_mismatch_moves_to_the_next_mirror(tmp_path, http_mirror, mirror, artifacts):
     http_mirror.faults["train-images-idx3-ubyte.gz"] = ["corrupt"] * 10
     result = run(artifacts, [http_mirror.url, str(mirror[0])], mirror[1])
@@ -104,6 +110,7 @@ def test_checksum_mismatch_moves_to_the_next_mirror(tmp_path, http_mirror, mirro
     assert http_mirror.hits["train-images-idx3-ubyte.gz"] == 1, "no retry on a bad checksum"
 
 
+@on_prefect
 def test_all_mirrors_down_fails_with_every_reason_and_no_parquet(http_mirror, mirror, artifacts):
     http_mirror.faults["t10k-labels-idx1-ubyte.gz"] = ["404"]
     missing = mirror[0].parent / "nowhere"
@@ -117,6 +124,7 @@ def test_all_mirrors_down_fails_with_every_reason_and_no_parquet(http_mirror, mi
     assert not (artifacts / "data" / "raw" / "t10k-labels-idx1-ubyte.gz").exists()
 
 
+@on_prefect
 def test_server_errors_are_retried_then_reported(http_mirror, mirror, artifacts):
     http_mirror.faults["train-labels-idx1-ubyte.gz"] = ["503"] * 10
     with pytest.raises(IngestError, match=r"train-labels-idx1-ubyte.gz: every mirror failed.*503"):
@@ -131,6 +139,7 @@ def short_deadline(monkeypatch):
     monkeypatch.setenv("MNIST_DOWNLOAD_MIN_RATE", "1000")
 
 
+@on_prefect
 def test_a_drip_fed_mirror_is_abandoned_at_its_deadline_for_the_next(
     http_mirror, mirror, artifacts, short_deadline
 ):
@@ -144,6 +153,7 @@ def test_a_drip_fed_mirror_is_abandoned_at_its_deadline_for_the_next(
     assert not list((artifacts / "data" / "raw").glob(".*.tmp"))
 
 
+@on_prefect
 def test_a_slow_but_steady_download_within_its_deadline_completes(
     http_mirror, mirror, artifacts, monkeypatch
 ):
@@ -158,6 +168,7 @@ def test_a_slow_but_steady_download_within_its_deadline_completes(
     assert http_mirror.hits["t10k-labels-idx1-ubyte.gz"] == 1, "no retry"
 
 
+@on_prefect
 def test_every_mirror_stalled_fails_in_one_line_after_every_attempt(
     http_mirror, mirror, artifacts, short_deadline
 ):
@@ -209,6 +220,7 @@ def test_the_default_deadline_meets_the_five_minute_bound():
     ],
     ids=["wrong-magic", "wrong-dimensions", "too-few-bytes", "count-mismatch"],
 )
+@on_prefect
 def test_bad_idx_content_is_a_clear_error(tmp_path, artifacts, override, message):
     checksums = write_mirror(tmp_path / "bad", **override)
     with pytest.raises(IngestError, match=rf"^t10k-.*{message}"):
@@ -217,8 +229,9 @@ def test_bad_idx_content_is_a_clear_error(tmp_path, artifacts, override, message
 
 
 @pytest.mark.realdata
-@pytest.mark.skipif(not REAL_MNIST.is_dir(), reason="../shared/mnist is not there")
-def test_real_mnist_from_a_local_folder(artifacts):
+def test_real_mnist_from_a_local_folder(real_mnist_champion):
+    # The session's real-MNIST root: ingested by its training run, from the same folder.
+    artifacts, _ = real_mnist_champion
     result = ingest_flow(mirror=str(REAL_MNIST), artifacts=str(artifacts))
     assert result["train"]["rows"] == 60000 and result["test"]["rows"] == 10000
     labels = pq.read_table(artifacts / "data" / "test.parquet", columns=["label"])

@@ -15,24 +15,18 @@ import pytest
 from core import registry
 from core.safe_joblib import safe_load
 from tests.conftest import run_cli
-from tests.support import synthetic_digits, train_champion
+from tests.support import copy_root, synthetic_digits
 from tests.test_registry import replace_bundle_and_manifest
 from tests.test_safe_joblib import ForgedArray
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("prefect_api")]
 
 
-@pytest.fixture(scope="module")
-def trained_once(tmp_path_factory, prefect_api):
-    """A mirror and an artifacts root with one champion trained on synthetic digits."""
-    return train_champion(tmp_path_factory.mktemp("trust"), epochs=2)
-
-
 @pytest.fixture
-def root(trained_once, tmp_path):
-    """A private copy of the trained root, free to be tampered with."""
-    shutil.copytree(trained_once, tmp_path / "root")
-    return tmp_path / "root"
+def root(champion_root, tmp_path):
+    """A private copy of the session's trained root (a mirror and an artifacts root with one
+    champion trained on synthetic digits), free to be tampered with."""
+    return copy_root(champion_root, tmp_path / "root")
 
 
 def champion_dir(root):

@@ -716,9 +716,10 @@ from model.network import init_params
 from model.predict import predict_proba_pixels
 from core.scoring.score_file import score_file
 params = init_params(ModelConfig(seed=3))
-src, out = map(Path, sys.argv[1:])
-rejects = out.with_name(out.name + ".rejects.csv")
-score_file(src, out, rejects, partial(predict_proba_pixels, params), chunk_rows=500)
+paths = [Path(arg) for arg in sys.argv[1:]]
+for src, out in zip(paths[::2], paths[1::2], strict=True):  # (input, output) pairs
+    rejects = out.with_name(out.name + ".rejects.csv")
+    score_file(src, out, rejects, partial(predict_proba_pixels, params), chunk_rows=500)
 """
 
 
@@ -740,6 +741,7 @@ def _blas_kernels() -> list[str]:
     return sorted(set(kernels))
 
 
+@pytest.mark.e2e  # one process per BLAS kernel
 def test_blas_kernel_does_not_change_any_row(tmp_path):
     # Each run forces one of OpenBLAS's kernels (OPENBLAS_CORETYPE); all write the same bytes.
     src = tmp_path / "in.csv"
@@ -749,11 +751,13 @@ def test_blas_kernel_does_not_change_any_row(tmp_path):
     outputs = {}
     for kernel in _blas_kernels():
         env = {**os.environ, "OPENBLAS_CORETYPE": kernel}
-        for name, path in (("many", src), ("one", one)):
-            out = tmp_path / f"{name}-{kernel or 'auto'}.csv"
-            cmd = [sys.executable, "-c", _SCORE_SCRIPT, str(path), str(out)]
-            done = subprocess.run(cmd, env=env, cwd=Path(__file__).parents[1], capture_output=True)
-            assert done.returncode == 0, done.stderr.decode()
+        files = {name: (path, tmp_path / f"{name}-{kernel or 'auto'}.csv")
+                 for name, path in (("many", src), ("one", one))}  # fmt: skip
+        paths = [str(p) for pair in files.values() for p in pair]
+        cmd = [sys.executable, "-c", _SCORE_SCRIPT, *paths]
+        done = subprocess.run(cmd, env=env, cwd=Path(__file__).parents[1], capture_output=True)
+        assert done.returncode == 0, done.stderr.decode()
+        for name, (_, out) in files.items():
             outputs.setdefault(name, {})[kernel] = out.read_bytes()
     for name, by_kernel in outputs.items():
         assert len(set(by_kernel.values())) == 1, f"{name}: differs by kernel {list(by_kernel)}"

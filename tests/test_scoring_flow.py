@@ -10,19 +10,16 @@ import numpy as np
 import pytest
 
 from flows.scoring import scoring_flow
-from flows.training import training_flow
 from tests.conftest import run_cli
-from tests.support import REAL_MNIST, synthetic_digits, train_champion
-
-pytestmark = pytest.mark.usefixtures("prefect_api")
+from tests.support import REAL_MNIST, copy_root, synthetic_digits
 
 HEADER = ",".join(f"pixel{k}" for k in range(784))
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, prefect_api):
-    """An artifacts root with a champion trained on synthetic digits."""
-    return train_champion(tmp_path_factory.mktemp("scoring"), epochs=3) / "artifacts"
+def trained(champion_root, tmp_path_factory):
+    """An artifacts root with a champion trained on synthetic digits (the session's, copied)."""
+    return copy_root(champion_root, tmp_path_factory.mktemp("scoring")) / "artifacts"
 
 
 def kaggle_csv(path, n, seed, labels=False, extra_lines=()):
@@ -241,12 +238,10 @@ def latest_artifact(key):
 
 
 @pytest.mark.realdata
-@pytest.mark.skipif(not REAL_MNIST.is_dir(), reason="../shared/mnist is not there")
-def test_real_test_set_scores_to_the_reported_accuracy_exactly(tmp_path):
+def test_real_test_set_scores_to_the_reported_accuracy_exactly(real_mnist_champion, tmp_path):
     from core.idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx_gz
 
-    artifacts = tmp_path / "artifacts"
-    trained = training_flow(mirror=str(REAL_MNIST), artifacts=str(artifacts))
+    artifacts, trained = real_mnist_champion
     images = read_idx_gz(REAL_MNIST / "t10k-images-idx3-ubyte.gz", IMAGES_MAGIC)
     labels = read_idx_gz(REAL_MNIST / "t10k-labels-idx1-ubyte.gz", LABELS_MAGIC)
     table = np.column_stack([labels, images.reshape(-1, 784)])

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from cli import signals
-from tests.support import REPO, FaultyMirror, synthetic_digits, train_champion, write_mirror
+from tests.support import REPO, FaultyMirror, copy_root, synthetic_digits, write_mirror
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("prefect_api")]
 
@@ -140,9 +140,10 @@ def _listening(port: int) -> bool:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, prefect_api):
-    """An artifacts root with a champion trained on synthetic digits, and its mirror."""
-    return train_champion(tmp_path_factory.mktemp("signals"), epochs=1)
+def trained(champion_root, tmp_path_factory):
+    """An artifacts root with a champion trained on synthetic digits, and its mirror (the
+    session's, copied: a stopped run must not leave anything in the shared one)."""
+    return copy_root(champion_root, tmp_path_factory.mktemp("signals"))
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
@@ -163,16 +164,24 @@ def test_a_signal_ends_train_mid_training(tmp_path, trained, sig):
     assert [p for p in (artifacts / "models").glob("*") if not p.name.startswith(".")] == []
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_a_signal_ends_score_mid_file(tmp_path, trained, sig):
-    big = tmp_path / "digits.csv.gz"
+@pytest.fixture(scope="module")
+def big_csv(tmp_path_factory):
+    """200k rows of digits, gzipped: far more than a second of scoring (~7 s to write, so
+    written once for both signals; scoring only reads it)."""
+    big = tmp_path_factory.mktemp("big") / "digits.csv.gz"
     images, _ = synthetic_digits(50, seed=3)
     lines = [",".join(map(str, row)) + "\n" for row in images.reshape(50, 784)]
     header = ",".join(f"pixel{k}" for k in range(784)) + "\n"
-    with gzip.open(big, "wt", compresslevel=1) as f:  # 200k rows: far more than a second of scoring
+    with gzip.open(big, "wt", compresslevel=1) as f:
         f.write(header)
         for _ in range(4_000):
             f.writelines(lines)
+    return big
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_ends_score_mid_file(tmp_path, trained, big_csv, sig):
+    big = big_csv
     out = tmp_path / "scored"
     proc = start(tmp_path, "score", str(big), "--output-dir", str(out),
                  "--artifacts", str(trained / "artifacts"))  # fmt: skip

@@ -108,6 +108,7 @@ def test_deployments_carry_a_store_root_as_its_url() -> None:
     assert [d.parameters["artifacts"] for d in deployments] == ["s3://bucket/root"] * 2
 
 
+@pytest.mark.e2e  # stack runs as a process
 def test_the_stack_refuses_a_store_root_in_one_line() -> None:
     result = run_cli("stack", "--artifacts", "s3://bucket/root")
     assert result.returncode == 2

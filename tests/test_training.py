@@ -19,7 +19,7 @@ from core import training as core_training
 from core.files import is_intact
 from flows.training import training_flow
 from tests.conftest import run_cli
-from tests.support import REAL_MNIST, REPO
+from tests.support import REPO
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -39,8 +39,20 @@ def states(result):
     return {s["step"]: s["state"] for s in result["steps"]}
 
 
-def test_trains_persists_promotes_then_is_fully_cached(mirror, artifacts):
+def test_trains_persists_promotes_then_is_fully_cached(mirror, artifacts, monkeypatch):
+    """Also, on the same runs: data reaches train and evaluate only as the convert step's
+    record (each reads the Parquet file it names, once the file is written and sealed),
+    and a deleted model version is rebuilt, not trusted."""
+    read = {}
+
+    def noted_read(path):
+        read[Path(path).name] = is_intact(Path(path))
+        return dataset.read_split(path)
+
+    monkeypatch.setattr(core_training, "read_split", noted_read)
+    monkeypatch.setattr(core_evaluation, "read_split", noted_read)
     first = train(artifacts, mirror, epochs=4)
+    assert read == {"train.parquet": True, "test.parquet": True}
     assert set(states(first).values()) == {"Completed"}
     assert first["test_accuracy"] > 0.9, "synthetic digits are easy"
     version_dir = artifacts / "models" / first["version"]
@@ -69,23 +81,11 @@ def test_trains_persists_promotes_then_is_fully_cached(mirror, artifacts):
     assert {steps[s] for s in ("train", "evaluate", "persist", "promote")} == {"Completed"}
     assert third["version"] != first["version"]
 
-
-def test_train_and_evaluate_read_the_finished_file_their_convert_step_names(
-    mirror, artifacts, monkeypatch
-):
-    """Data reaches train and evaluate only as the convert step's record: each reads
-    the Parquet file it names, once the file is written and sealed."""
-    read = {}
-
-    def noted_read(path):
-        read[Path(path).name] = is_intact(Path(path))
-        return dataset.read_split(path)
-
-    monkeypatch.setattr(core_training, "read_split", noted_read)
-    monkeypatch.setattr(core_evaluation, "read_split", noted_read)
-    result = train(artifacts, mirror, epochs=2)
-    assert read == {"train.parquet": True, "test.parquet": True}
-    assert set(states(result).values()) == {"Completed"}
+    # A deleted model version is rebuilt, not trusted: its fit is still Cached.
+    (artifacts / "models" / first["version"] / "model.joblib").unlink()
+    again = train(artifacts, mirror, epochs=4)
+    assert states(again)["persist"] == "Completed" and states(again)["train"] == "Cached"
+    assert again["version"] != first["version"]
 
 
 def test_worse_model_is_kept_but_not_promoted(mirror, artifacts):
@@ -118,14 +118,6 @@ def test_worse_model_is_kept_but_not_promoted(mirror, artifacts):
         f"not champion: the champion is {worse['version']} "
         "(promote step Cached; this model was promoted when first trained)"
     )
-
-
-def test_deleted_model_version_is_rebuilt_not_trusted(mirror, artifacts):
-    first = train(artifacts, mirror, epochs=2)
-    (artifacts / "models" / first["version"] / "model.joblib").unlink()
-    again = train(artifacts, mirror, epochs=2)
-    assert states(again)["persist"] == "Completed" and states(again)["train"] == "Cached"
-    assert again["version"] != first["version"]
 
 
 def test_cli_train_list_promote_and_tampering(mirror, artifacts):
@@ -277,9 +269,8 @@ def test_two_runs_at_once_do_not_corrupt_each_other(mirror, artifacts):
 
 
 @pytest.mark.realdata
-@pytest.mark.skipif(not REAL_MNIST.is_dir(), reason="../shared/mnist is not there")
-def test_default_preset_on_real_mnist(artifacts):
-    result = training_flow(mirror=str(REAL_MNIST), artifacts=str(artifacts))
+def test_default_preset_on_real_mnist(real_mnist_champion):
+    _, result = real_mnist_champion
     assert result["test_accuracy"] >= 0.93
 
 

@@ -26,7 +26,7 @@ from core.errors import PipelineError
 from core.files import atomic_path, atomic_write_text
 from core.scoring.score_file import score_file
 from tests.conftest import run_cli
-from tests.support import TEST_HEADER, image, line, linear_softmax, train_champion
+from tests.support import TEST_HEADER, copy_root, image, line, linear_softmax
 
 N_ROWS = 2000  # ~30 kB of predictions: more than the small disk holds
 SMALL_DISK = "16k"
@@ -168,9 +168,9 @@ def test_every_atomic_write_into_a_read_only_folder_names_its_output(tmp_path, w
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, prefect_api):
-    """An artifacts root with a champion trained on synthetic digits."""
-    return train_champion(tmp_path_factory.mktemp("write-errors"), epochs=2) / "artifacts"
+def trained(champion_root, tmp_path_factory):
+    """An artifacts root with a champion trained on synthetic digits (the session's, copied)."""
+    return copy_root(champion_root, tmp_path_factory.mktemp("write-errors")) / "artifacts"
 
 
 def errors(stderr: str) -> list[str]:
