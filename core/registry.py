@@ -289,7 +289,10 @@ def read_champion(models_dir: Location) -> dict[str, Any] | None:
     path = models_dir / CHAMPION
     try:
         with store_errors(path, "read"):
-            record = json.loads(path.read_text())
+            # On a store, one GET: a buffered read makes several, and fails (FileExpired)
+            # when a concurrent promotion replaces the record between them.
+            data = path.fs.cat_file(path.path) if is_remote(path) else path.read_bytes()
+            record = json.loads(data)
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as err:
