@@ -67,7 +67,7 @@ def print_steps(steps: Iterable[dict[str, Any]]) -> None:
 
 def print_scoring(result: dict[str, Any]) -> None:
     """Print each file's outcome (errors to stderr), then the run's totals."""
-    from flows.scoring import confusion_lines
+    from core.scoring.summary import confusion_lines
 
     out("")
     for f in result["files"]:

@@ -7,10 +7,7 @@ on Dask workers. The outputs are the same bytes whichever runner ran the tasks (
 
 from __future__ import annotations
 
-import csv
-import io
 import os
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +17,8 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from core.errors import PipelineError
 from core.scoring.jobs import plan_jobs
 from core.scoring.score_file import ScoringOutputError
+from core.scoring.summary import REJECTS_SHOWN, confusion_report, rejects_report, summary_table
 from core.settings import Settings, scoring_timeout
-from core.storage import location, store_errors
 from flows import name_this_run
 from flows.limits import timed_flow
 from flows.runners import outcome, rerun_on_dask, wants_dask_subflow
@@ -93,7 +90,7 @@ def scoring_flow(
     labelled = [f for f in files if f.get("confusion_matrix") is not None and f.get("scored")]
     if labelled:
         create_markdown_artifact(
-            _confusion_report(labelled),
+            confusion_report(labelled),
             key="mnist-scoring-confusion",
             description=f"labelled inputs scored with model {chosen['version']}",
         )
@@ -127,91 +124,3 @@ def _named(job: Any) -> Any:
     a string task_run_name with the task's parameters)."""
     name = f"score {Path(job.input).name}".replace("{", "{{").replace("}", "}}")
     return score_csv.with_options(task_run_name=name)
-
-
-# The columns of predicted-digit counts. Not "0"-"9": JavaScript lists an object's
-# integer-like keys first, so the UI showed them before the file's name and counts.
-DIGITS = [f"digit {d}" for d in range(10)]
-
-
-def summary_table(files: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per file: counts, paths, predicted-digit counts ``digit 0``-``digit 9``; ``accuracy``
-    only when some file had labels, ``error`` only when some file failed. Every row has
-    the same columns."""
-    labelled = any(f.get("has_labels") for f in files)
-    failed = any("error" in f for f in files)
-    rows = []
-    for f in files:
-        ok = "error" not in f
-        counts = f["label_counts"] if ok else {}
-        row = {
-            "file": f["file"],
-            "rows": f.get("rows"),  # a failed file's: those read before it failed, if any
-            "scored": f["scored"] if ok else None,
-            "rejected": f["rejected"] if ok else None,
-            "output": f["output"] if ok else None,
-            "rejects": f["rejects"] if ok else None,  # the rejects file, when rows were rejected
-            **{column: counts.get(d, counts.get(str(d))) for d, column in enumerate(DIGITS)},
-        }
-        if labelled:
-            row["accuracy"] = f.get("accuracy")
-        if failed:
-            row["error"] = f.get("error")
-        rows.append(row)
-    return rows
-
-
-REJECTS_SHOWN = 20
-
-
-def _cell(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\r", " ").replace("\n", " ")
-
-
-def rejects_report(files: list[dict[str, Any]], shown: int = REJECTS_SHOWN) -> str:
-    """Markdown: for each file with rejects, its first ``shown`` rejected rows (ImageId,
-    line, reason) read from its rejects CSV, and how many more there are."""
-    parts = ["# Scoring: rejected rows", ""]
-    for f in files:
-        parts += [
-            f"## {f['file']}",
-            "",
-            f"{f['rejected']} rejected row(s), in `{f['rejects']}`",
-            "",
-        ]
-        try:  # a local path or a store URL (s3://...), like every output
-            rejects = location(f["rejects"])
-            with store_errors(rejects, "read"), rejects.open("rb") as raw:
-                text = io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline="")
-                first = list(islice(csv.DictReader(text), shown))
-        except (OSError, PipelineError) as exc:
-            parts += [f"(could not read the rejects file: {_cell(str(exc))})", ""]
-            continue
-        parts += ["| ImageId | line | reason |", "|---:|---:|---|"]
-        parts += [
-            f"| {_cell(r.get('ImageId') or '')} | {_cell(r.get('Line') or '')} "
-            f"| {_cell(r.get('Reason') or '')} |"
-            for r in first
-        ]
-        more = f["rejected"] - len(first)
-        parts += ["", f"... and {more} more" if more > 0 else "(all shown)", ""]
-    return "\n".join(parts)
-
-
-def confusion_lines(matrix: list[list[int]]) -> list[str]:
-    """A confusion matrix as fixed-width text: a header of predicted digits, then one row
-    per true digit."""
-    width = max(3, *(len(str(n)) for row in matrix for n in row))
-    lines = ["true\\pred  " + " ".join(f"{k:>{width}}" for k in range(len(matrix)))]
-    for true, row in enumerate(matrix):
-        lines.append(f"{true:>9}  " + " ".join(f"{n:>{width}}" for n in row))
-    return lines
-
-
-def _confusion_report(files: list[dict[str, Any]]) -> str:
-    """Markdown: accuracy and confusion matrix of each file that carried labels."""
-    parts = ["# Scoring: labelled inputs", ""]
-    for f in files:
-        parts += [f"## {f['file']}", "", f"accuracy {f['accuracy']:.4f} on {f['scored']} rows", ""]
-        parts += ["```", *confusion_lines(f["confusion_matrix"]), "```", ""]
-    return "\n".join(parts)

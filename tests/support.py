@@ -633,3 +633,13 @@ class StoreOutage:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def states(stdout: str) -> dict[str, str]:
+    """step -> state, from the CLI's closing table."""
+    rows = {}
+    for line in stdout.splitlines():
+        parts = line.rsplit(None, 2)
+        if len(parts) == 3 and parts[1] in ("Completed", "Cached", "Failed"):
+            rows[parts[0]] = parts[1]
+    return rows

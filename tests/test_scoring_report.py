@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import s3fs
 
-from flows.scoring import DIGITS, rejects_report, summary_table
+from core.scoring.summary import DIGITS, rejects_report, summary_table
 
 REJECTS = (
     'ImageId,Line,Reason\n3,4,pixel7: 300 is outside 0-255\n5,6,"expected 785 fields, got 2"\n'

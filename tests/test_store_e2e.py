@@ -15,7 +15,7 @@ import pytest
 import s3fs
 
 from tests.conftest import run_cli
-from tests.support import REPO, S3_ENV, StoreOutage, synthetic_digits
+from tests.support import REPO, S3_ENV, StoreOutage, states, synthetic_digits
 
 pytestmark = pytest.mark.e2e
 
@@ -44,16 +44,6 @@ def train(root: str, mirror: tuple[Path, Path], *extra: str, env: dict | None = 
         "train", "--epochs", "2", "--mirror", str(folder), "--checksums", str(checksums),
         "--artifacts", root, *extra, env=env,
     )  # fmt: skip
-
-
-def states(stdout: str) -> dict[str, str]:
-    """step -> state, from the CLI's closing table."""
-    rows = {}
-    for line in stdout.splitlines():
-        parts = line.rsplit(None, 2)
-        if len(parts) == 3 and parts[1] in ("Completed", "Cached", "Failed"):
-            rows[parts[0]] = parts[1]
-    return rows
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ import pytest
 import s3fs
 
 from tests.conftest import run_cli
-from tests.support import S3_ENV, MotoServer, write_mirror
+from tests.support import S3_ENV, MotoServer, states, write_mirror
 
 pytestmark = pytest.mark.e2e
 
@@ -42,16 +42,6 @@ def store(endpoint: str | None = None) -> s3fs.S3FileSystem:
         if endpoint else {}
     )  # fmt: skip
     return s3fs.S3FileSystem(skip_instance_cache=True, use_listings_cache=False, **kwargs)
-
-
-def states(stdout: str) -> dict[str, str]:
-    """step -> state, from the CLI's closing table."""
-    rows = {}
-    for line in stdout.splitlines():
-        parts = line.rsplit(None, 2)
-        if len(parts) == 3 and parts[1] in ("Completed", "Cached", "Failed"):
-            rows[parts[0]] = parts[1]
-    return rows
 
 
 def train(root: str, mirror: tuple[Path, Path], *extra: str, env: dict | None = None):
