@@ -40,7 +40,7 @@ sys.path.insert(0, str(REPO))
 from core.idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx_gz  # noqa: E402
 from model.config import ModelConfig, preset  # noqa: E402
 from model.metrics import accuracy  # noqa: E402
-from model.predict import predict  # noqa: E402
+from model.network import forward  # noqa: E402
 from model.train import fit, seed_streams, split_indices  # noqa: E402
 
 THREADS = 2
@@ -111,7 +111,7 @@ def interleaved_rounds(
 
 def train_ours(X, y, cfg: ModelConfig) -> Callable[[np.ndarray], np.ndarray]:
     params = fit(X, y, cfg).params
-    return lambda X_test: predict(params, X_test)
+    return lambda X_test: forward(params, X_test)[-1].argmax(axis=1)
 
 
 def train_sklearn(X, y, cfg: ModelConfig, **overrides) -> Callable[[np.ndarray], np.ndarray]:

@@ -43,10 +43,19 @@ from core.files import seal  # noqa: E402
 from core.idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx_gz  # noqa: E402
 from model.config import preset  # noqa: E402
 from model.network import init_params  # noqa: E402
-from model.predict import predict_proba, predict_proba_pixels  # noqa: E402
+from model.predict import _predict_proba_t_unchecked, predict_proba_pixels  # noqa: E402
 from model.train import fit  # noqa: E402
+from model.validation import check_feature_values, check_features  # noqa: E402
 
 PRESETS = ("default", "wide")
+
+
+def predict_proba(params: list, X: np.ndarray) -> np.ndarray:
+    """The float32 ``model.predict.predict_proba`` that evaluate used before issue 21 (since
+    removed): the input checks, then training's validation pass."""
+    check_features(X, params[0][0].shape[1])
+    check_feature_values(X)
+    return _predict_proba_t_unchecked(params, X, 8192).T
 
 
 @contextlib.contextmanager

@@ -31,7 +31,7 @@ types, falling back to the careful parser for a chunk that raises), alternating,
 in a fresh subprocess; it prints the median of the per-round ratios.
 
 Both sides use the same weights: freshly initialised 784-10-10. The baseline feeds float32
-pixels/255 to ``model.predict.predict_proba`` (or, if that does not import, an equivalent
+pixels/255 to ``model.network.forward`` (or, if that does not import, an equivalent
 NumPy MLP); score_file feeds uint8 pixels to ``predict_proba_pixels``, the scorer's model.
 """
 
@@ -62,13 +62,11 @@ PIXELS = [f"pixel{j}" for j in range(784)]
 def make_predictor():
     """(predict_proba, description): the project's model if available, else a NumPy MLP."""
     try:
-        from functools import partial
-
         from model.config import ModelConfig
-        from model.network import init_params
-        from model.predict import predict_proba
+        from model.network import forward, init_params
 
-        return partial(predict_proba, init_params(ModelConfig())), "model.predict (784-10-10)"
+        params = init_params(ModelConfig())
+        return lambda x: forward(params, x)[-1], "model.network.forward (784-10-10)"
     except Exception:  # the model package is optional here: fall back to a stand-in
         rng = np.random.default_rng(0)
         w1 = rng.normal(0, np.sqrt(2 / 784), (784, 10)).astype(np.float32)

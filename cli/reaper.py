@@ -49,30 +49,30 @@ def start() -> None:
     _ = write_end
 
 
-def _start_time(pid: int) -> int | None:
-    """Field 22 of /proc/PID/stat (clock ticks since boot), or None if it is gone."""
+def _stat(pid: int | str) -> list[bytes] | None:
+    """The fields of /proc/PID/stat from field 3 (state) on, or None if it is gone."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
     except OSError:
         return None
     # The command name (field 2) may hold spaces and parentheses: split after its ")".
-    return int(stat[stat.rindex(b")") + 2 :].split()[19])
+    return stat[stat.rindex(b")") + 2 :].split()
+
+
+def _start_time(pid: int) -> int | None:
+    """Field 22 of /proc/PID/stat (clock ticks since boot), or None if it is gone."""
+    fields = _stat(pid)
+    return None if fields is None else int(fields[19])
 
 
 def descendants(root: int) -> dict[int, int]:
     """{pid: start time} of every living descendant of ``root``."""
     parents: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        ppid = int(stat[stat.rindex(b")") + 2 :].split()[1])
-        parents.setdefault(ppid, []).append(int(entry))
+        fields = _stat(entry) if entry.isdigit() else None
+        if fields is not None:  # field 4: the parent's pid
+            parents.setdefault(int(fields[1]), []).append(int(entry))
     found: dict[int, int] = {}
     todo = list(parents.get(root, []))
     while todo:

@@ -87,9 +87,7 @@ def received() -> int | None:
 
 def _raise_interrupted(signum: int, frame: Any) -> None:
     _note(signum)  # main() may reach exit_now before the watchdog has read the signal
-    if not _STATE["enforce"]:
-        # serve/stack: Prefect's runner had not yet taken over SIGTERM, or this is a
-        # SIGINT; either way the command gets a longer grace to stop its runs and server.
+    if not _STATE["enforce"]:  # serve/stack (see install)
         _arm_watchdog(SERVING_GRACE_SECONDS)
     raise Interrupted
 

@@ -26,8 +26,6 @@ from pathlib import Path
 
 from core.errors import PipelineError
 from core.files import atomic_path, is_intact, seal
-from core.settings import DOWNLOAD_GRACE_SECONDS as DOWNLOAD_GRACE_SECONDS  # re-exported
-from core.settings import DOWNLOAD_MIN_RATE as DOWNLOAD_MIN_RATE  # re-exported
 from core.settings import download_deadline
 from core.storage import Location, StorageError, is_url, location, store_errors
 
@@ -39,7 +37,7 @@ from core.storage import Location, StorageError, is_url, location, store_errors
 # sends (almost) nothing is abandoned after the grace period. With every mirror
 # stalled, one file then takes 4 attempts x 3 mirrors x ~10 s + retry delays (22 s,
 # at most 33 s with jitter): under 2.6 minutes, and the four files are fetched at once.
-# Both numbers are defaults of settings (MNIST_DOWNLOAD_GRACE_SECONDS, MNIST_DOWNLOAD_MIN_RATE).
+# Both numbers are settings (core.settings: MNIST_DOWNLOAD_GRACE_SECONDS, MNIST_DOWNLOAD_MIN_RATE).
 # Each connect and read of the transfer thread. Past the deadline this only bounds how
 # long an abandoned transfer's thread lingers; within it, a connection silent this long
 # fails even if the transfer was ahead of its deadline.

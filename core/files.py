@@ -148,12 +148,9 @@ def _alive(pid: int) -> bool:
 
 @contextlib.contextmanager
 def atomic_path(dest: Location) -> Iterator[Path]:
-    """Yield a temporary local path; it becomes ``dest`` if the block succeeds.
-
-    Locally the temporary is beside ``dest`` and renamed onto it; for a store URL it is a
-    local temporary file, uploaded whole to ``dest``. Failing to write it (creating it,
-    filling it, renaming it) raises OutputWriteError; either way the temporary is removed.
-    """
+    """Yield a temporary local path (``new_temporary``); it becomes ``dest`` if the block
+    succeeds (``move_into_place``). Failing to write it (creating it, filling it, renaming
+    it) raises OutputWriteError; either way the temporary is removed."""
     tmp = new_temporary(dest)
     try:
         try:
@@ -192,10 +189,9 @@ def new_temporary(dest: Location) -> Path:
 
 
 def move_into_place(tmp: Path, dest: Location) -> None:
-    """Make the complete, closed temporary ``tmp`` the file ``dest``: upload it whole (one
-    PUT, or a multipart upload completed only once every part is in), or flush it to the
-    disk and rename it, so that after a crash ``dest`` is the old file or the whole new one;
-    the folder is flushed too, which makes the rename last."""
+    """Make the complete, closed temporary ``tmp`` the file ``dest``: upload it whole
+    (``put_file``), or flush it to the disk, rename it and flush the folder, which makes
+    the rename last: after a crash ``dest`` is the old file or the whole new one."""
     if is_remote(dest):
         put_file(tmp, dest)  # a store's faults are StorageErrors that name dest
         tmp.unlink(missing_ok=True)
@@ -216,15 +212,10 @@ def fsync(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(dest: Location, data: bytes) -> None:
-    """Write ``data`` to ``dest`` atomically."""
-    with atomic_path(dest) as tmp:
-        tmp.write_bytes(data)
-
-
 def atomic_write_text(dest: Location, text: str) -> None:
     """Write ``text`` (UTF-8) to ``dest`` atomically."""
-    atomic_write_bytes(dest, text.encode())
+    with atomic_path(dest) as tmp:
+        tmp.write_bytes(text.encode())
 
 
 def sidecar(path: Location) -> Location:

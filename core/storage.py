@@ -115,11 +115,6 @@ def identity(path: Location) -> str:
     return str(path) if is_remote(path) else str(Path(path).resolve())
 
 
-def url(path: Location) -> str:
-    """What to show a user, and what to pass between tasks: the URL or the local path."""
-    return str(path)
-
-
 def bucket_of(path: Location) -> str | None:
     """The bucket a store path is in; None for a local path or a store without buckets."""
     if not is_remote(path) or path.protocol not in BUCKET_SCHEMES:
@@ -143,8 +138,7 @@ def check_bucket(path: Location) -> None:
             path.fs.info(bucket)
         except FileNotFoundError:
             raise StorageError(
-                f"{url(path)}: no such bucket {bucket!r} (create it first: no command creates "
-                "buckets)"
+                f"{path}: no such bucket {bucket!r} (create it first: no command creates buckets)"
             ) from None
 
 
@@ -161,8 +155,7 @@ def describe(err: BaseException) -> str:
         isinstance(err, OSError) and err.errno in (errno.ECONNREFUSED, errno.ETIMEDOUT)
     ):
         return "the store does not answer (is its endpoint up? AWS_ENDPOINT_URL)"
-    text = str(err).strip().splitlines()[0] if str(err).strip() else name
-    return text
+    return str(err).strip().splitlines()[0] if str(err).strip() else name
 
 
 def is_store_fault(err: BaseException) -> bool:
@@ -195,7 +188,7 @@ def store_errors(path: Location, doing: str = "") -> Iterator[None]:
         if not is_remote(path) or not is_store_fault(err):
             raise
         what = f" ({doing})" if doing else ""
-        raise StorageError(f"{url(path)}{what}: {describe(err)}") from err
+        raise StorageError(f"{path}{what}: {describe(err)}") from err
 
 
 def put_file(local: Path, dest: Location) -> None:
@@ -208,7 +201,7 @@ def put_file(local: Path, dest: Location) -> None:
         try:
             dest.fs.put_file(os.fspath(local), dest.path)
         except FileNotFoundError:  # the local file is there: the bucket is not
-            raise StorageError(f"{url(dest)} (upload): no such bucket") from None
+            raise StorageError(f"{dest} (upload): no such bucket") from None
 
 
 def conditional_put(dest: Location, data: bytes, etag: str | None) -> bool:
@@ -217,18 +210,15 @@ def conditional_put(dest: Location, data: bytes, etag: str | None) -> bool:
     got there first. S3's If-Match / If-None-Match; stores without them raise StorageError.
     """
     kwargs: dict[str, Any] = {"IfMatch": etag} if etag else {"mode": "create"}
-    try:
-        with store_errors(dest, "conditional write"):
-            try:
-                dest.fs.pipe_file(dest.path, data, **kwargs)
-            except FileExistsError:
+    with store_errors(dest, "conditional write"):
+        try:
+            dest.fs.pipe_file(dest.path, data, **kwargs)
+        except FileExistsError:
+            return False
+        except OSError as err:
+            if "pre-condition" in str(err).lower() or "precondition" in str(err).lower():
                 return False
-            except OSError as err:
-                if "pre-condition" in str(err).lower() or "precondition" in str(err).lower():
-                    return False
-                raise
-    except StorageError:
-        raise
+            raise
     return True
 
 

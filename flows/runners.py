@@ -26,7 +26,6 @@ import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from core.settings import ENV_DASK_ADDRESS as ENV_DASK_ADDRESS  # re-exported
 from core.settings import default_dask_address
 
 if TYPE_CHECKING:  # Prefect is imported when used: the CLI sets its environment first
@@ -166,9 +165,7 @@ def outcome(future: PrefectFuture) -> Any:
 
     On Dask a finished task whose worker dies while the flow still holds its future may
     run again (a scoring task: the same file scored again, into the same atomic writes).
-    Releasing each future once read (``wrapped_future.release()``, a private
-    handle) earned 1.07x on ``score --dask-local 2`` (median of 10 rounds), under the 10%
-    a trick must earn, so it was taken out (benchmarks/README.md, "Scoring").
+    Releasing each future once read earned only 1.07x (benchmarks/README.md, "Scoring").
     """
     try:
         return future.result()

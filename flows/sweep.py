@@ -142,25 +142,19 @@ def sweep_flow(
 def _result_row(label: str, config: dict[str, Any], outcomes: dict[str, Any]) -> dict[str, Any]:
     """One line of the sweep's table: the config, its accuracies, or why it failed."""
     fit, evaluation = outcomes[f"train {label}"], outcomes[f"evaluate {label}"]
-    row: dict[str, Any] = {
+    failure = next((r for r in (fit, evaluation) if isinstance(r, BaseException)), None)
+    done = failure is None
+    return {
         "config": label,
         "hidden": list(config["hidden"]),
         "learning_rate": config["learning_rate"],
         "seed": config["seed"],
-        "validation_accuracy": None,
-        "test_accuracy": None,
-        "train_seconds": None,
+        "validation_accuracy": fit["validation_accuracy"] if done else None,
+        "test_accuracy": evaluation["test_accuracy"] if done else None,
+        "train_seconds": round(fit["train_seconds"], 3) if done else None,
         "chosen": False,
-        "error": None,
+        "error": None if done else str(failure),
     }
-    failure = next((r for r in (fit, evaluation) if isinstance(r, BaseException)), None)
-    if failure is not None:
-        row["error"] = str(failure)
-        return row
-    row["validation_accuracy"] = fit["validation_accuracy"]
-    row["test_accuracy"] = evaluation["test_accuracy"]
-    row["train_seconds"] = round(fit["train_seconds"], 3)
-    return row
 
 
 def _best(table: list[dict[str, Any]]) -> dict[str, Any]:

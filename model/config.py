@@ -97,11 +97,14 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
         """Rebuild from ``to_dict()`` output; unknown keys raise a ValueError naming them."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown ModelConfig field(s): {', '.join(unknown)}")
+        _refuse_unknown(d)
         return cls(**d)
+
+
+def _refuse_unknown(keys: Any) -> None:
+    unknown = sorted(set(keys) - {f.name for f in fields(ModelConfig)})
+    if unknown:
+        raise ValueError(f"unknown ModelConfig field(s): {', '.join(unknown)}")
 
 
 def _set(cfg: ModelConfig, name: str, value: Any) -> None:
@@ -154,10 +157,7 @@ def preset(name: str, **overrides: Any) -> ModelConfig:
     """Return preset ``name`` ("seed", "default", "wide") with ``overrides`` applied."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
-    known = {f.name for f in fields(ModelConfig)}
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise ValueError(f"unknown ModelConfig field(s): {', '.join(unknown)}")
+    _refuse_unknown(overrides)
     return replace(PRESETS[name], **overrides)
 
 

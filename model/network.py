@@ -49,11 +49,6 @@ def init_params(config: ModelConfig, rng: np.random.Generator | None = None) -> 
     return params
 
 
-def relu(Z: np.ndarray) -> np.ndarray:
-    """Elementwise max(Z, 0)."""
-    return np.maximum(Z, 0)
-
-
 def softmax(Z: np.ndarray) -> np.ndarray:
     """Row-wise softmax of ``Z : (n_samples, n_classes)``, stable for any finite logits."""
     PT = np.array(Z.T, copy=True, order="C")

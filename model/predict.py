@@ -1,4 +1,4 @@
-"""Prediction: class probabilities and labels, two ways.
+"""Prediction: class probabilities, two ways.
 
 ``predict_proba_pixels`` is the model of every reported result, ``score``'s and
 ``evaluate``'s: it takes the integer pixels as read and gives each row a result that
@@ -9,16 +9,11 @@ one image score 0.6601424 in one place and 0.66014254 in another. Here the first
 summed exactly (see ``_exact_slices``), the later layers and the softmax run in float64
 with a fixed order of operations per row, and no step reduces across rows.
 
-``predict_proba`` and ``predict`` are the float32 forward pass in chunks of rows, with no
+``_predict_proba_t_unchecked`` is the float32 forward pass in chunks of rows, with no
 such promise: training's per-epoch validation (``model.train``) runs it, being fast and
-in training's own arithmetic. Memory stays bounded whatever the number of rows: besides
-the output, one chunk's activations (chunk_size x the layer widths) and, for non-float32
-input, one chunk's float32 copy. Each chunk's values are validated (finite, in [0, 1])
-just before it is scored."""
+in training's own arithmetic."""
 
 from __future__ import annotations
-
-from collections.abc import Iterator
 
 import numpy as np
 
@@ -30,60 +25,23 @@ from model.network import (
     block_rows,
     layer_sizes_of,
 )
-from model.validation import InputError, check_feature_values, check_features
+from model.validation import InputError
 
-DEFAULT_CHUNK_SIZE = 8192
 PIXEL_MAX = 255  # the network's input is pixels / PIXEL_MAX
 # Rows per pass of predict_proba_pixels' elementwise layers (results do not depend on it):
 # enough to spread NumPy's per-call cost, few enough to stay in cache.
 PIXEL_BLOCK_ROWS = 1024
 
 
-def predict_proba(
-    params: Params, X: np.ndarray, chunk_size: int = DEFAULT_CHUNK_SIZE
-) -> np.ndarray:
-    """Class probabilities, ndarray of shape (n_samples, n_classes) in the params' dtype.
-
-    ``X : ndarray of shape (n_samples, n_inputs)``, floating, values in [0, 1].
-    Raises InputError on wrong shape, dtype, NaN/inf or out-of-range values.
-    """
-    check_features(X, layer_sizes_of(params)[0])
-    out = np.empty((X.shape[0], params[-1][0].shape[0]), dtype=params[0][0].dtype)
-    for start, stop, proba_t in _iter_blocks(params, X, chunk_size, validate=True):
-        out[start:stop] = proba_t.T
-    return out
-
-
-def predict(params: Params, X: np.ndarray, chunk_size: int = DEFAULT_CHUNK_SIZE) -> np.ndarray:
-    """Most probable class per row, ndarray of shape (n_samples,) and dtype int64."""
-    sizes = layer_sizes_of(params)
-    check_features(X, sizes[0])
-    labels = np.empty(X.shape[0], dtype=np.int64)
-    for start, stop, proba_t in _iter_blocks(params, X, chunk_size, validate=True):
-        np.argmax(proba_t, axis=0, out=labels[start:stop])
-    return labels
-
-
 def _predict_proba_t_unchecked(params: Params, X: np.ndarray, chunk_size: int) -> np.ndarray:
-    """Probabilities laid out (n_classes, n_samples), for inputs already validated."""
-    out = np.empty((params[-1][0].shape[0], X.shape[0]), dtype=params[0][0].dtype)
-    for start, stop, proba_t in _iter_blocks(params, X, chunk_size, validate=False):
-        out[:, start:stop] = proba_t
-    return out
+    """Probabilities laid out (n_classes, n_samples), for ``X : (n_samples, n_inputs)``
+    already validated and in the params' dtype (``model.train.fit`` checks both).
 
-
-def _iter_blocks(
-    params: Params, X: np.ndarray, chunk_size: int, validate: bool
-) -> Iterator[tuple[int, int, np.ndarray]]:
-    """Yield (start, stop, probabilities of rows start:stop laid out (n_classes, rows)).
-
-    Rows are validated and cast ``chunk_size`` at a time, and pushed through the network
-    in blocks of at most that many rows (fewer for narrow layers, see
-    ``model.network.block_rows``). One set of buffers serves every block; the yielded
-    array is overwritten by the next.
+    Rows are pushed through the network ``chunk_size`` at a time, in blocks of at most
+    that many rows (fewer for narrow layers, see ``model.network.block_rows``). Memory
+    stays bounded whatever the number of rows: besides the output, one set of block-sized
+    buffers serves every block.
     """
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     dtype = params[0][0].dtype
     layers = _with_columns(params)
     n = X.shape[0]
@@ -91,20 +49,17 @@ def _iter_blocks(
     block = block_rows(params, m)
     acts = [np.empty((W.shape[0], block), dtype=dtype) for W, _ in params]
     col = np.empty(block, dtype=dtype)
+    out = np.empty((params[-1][0].shape[0], n), dtype=dtype)
     for start in range(0, n, m):
         stop = min(start + m, n)
-        chunk = X[start:stop]
-        if validate:
-            check_feature_values(chunk, row_offset=start)
-        if chunk.dtype != dtype:
-            chunk = chunk.astype(dtype)
-        for b in range(0, stop - start, block):
-            e = min(b + block, stop - start)
+        for b in range(start, stop, block):
+            e = min(b + block, stop)
             # A short last block gets its own (small) buffers: np.dot writes only
             # C-contiguous arrays.
             block_acts = acts if e - b == block else [np.empty_like(A[:, : e - b]) for A in acts]
-            _forward_into(layers, chunk[b:e].T, block_acts, col[: e - b])
-            yield start + b, start + e, block_acts[-1]
+            _forward_into(layers, X[b:e].T, block_acts, col[: e - b])
+            out[:, b:e] = block_acts[-1]
+    return out
 
 
 def predict_proba_pixels(

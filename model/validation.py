@@ -1,4 +1,4 @@
-"""Input checks shared by fit and predict: each failure is an InputError with a one-line message."""
+"""Input checks of fit: each failure is an InputError with a one-line message."""
 
 from __future__ import annotations
 
@@ -12,11 +12,8 @@ class InputError(ValueError):
 def check_features(
     X: np.ndarray, n_inputs: int, *, name: str = "X", require_float32: bool = False
 ) -> None:
-    """Check the shape and dtype of ``X : ndarray of shape (n_samples, n_inputs)``.
-
-    Values are checked separately by ``check_feature_values`` so that predict can do it
-    chunk by chunk.
-    """
+    """Check the shape and dtype of ``X : ndarray of shape (n_samples, n_inputs)``; its
+    values are ``check_feature_values``' job."""
     if not isinstance(X, np.ndarray):
         raise InputError(f"{name} must be a numpy array, got {type(X).__name__}")
     if X.ndim != 2:
@@ -34,11 +31,8 @@ def check_features(
         raise InputError(f"{name} has dtype {X.dtype}, expected float32")
 
 
-def check_feature_values(X: np.ndarray, *, name: str = "X", row_offset: int = 0) -> None:
-    """Raise InputError unless every value of ``X`` is finite and within [0, 1].
-
-    ``row_offset`` is added to row numbers in messages when ``X`` is a chunk.
-    """
+def check_feature_values(X: np.ndarray, *, name: str = "X") -> None:
+    """Raise InputError unless every value of ``X`` is finite and within [0, 1]."""
     if X.size == 0:
         return
     # min/max propagate NaN, so two reductions find NaN, inf and out-of-range values.
@@ -55,12 +49,12 @@ def check_feature_values(X: np.ndarray, *, name: str = "X", row_offset: int = 0)
         row, col = np.argwhere(bad_nonfinite)[0]
         raise InputError(
             f"{name} contains NaN or infinite values "
-            f"(first at row {row + row_offset}, column {col}: {X[row, col]})"
+            f"(first at row {row}, column {col}: {X[row, col]})"
         )
     row, col = np.argwhere((X < 0.0) | (X > 1.0))[0]
     raise InputError(
         f"{name} has values outside [0, 1] (min {lo:g}, max {hi:g}; first at row "
-        f"{row + row_offset}, column {col}: {X[row, col]:g}); scale pixels by 1/255"
+        f"{row}, column {col}: {X[row, col]:g}); scale pixels by 1/255"
     )
 
 

@@ -24,7 +24,7 @@ from cli.backend import (
     embedded_database_url,
     in_process_backend,
 )
-from tests.support import REPO
+from tests.support import REPO, run_cli
 
 # --- which backend: the user's profile, else the embedded server under the artifacts root
 
@@ -92,6 +92,7 @@ def test_a_profile_set_with_prefect_config_set_sends_runs_to_its_server(
     assert len(ours) == 1 and ours[0].state.is_completed()
 
 
+@pytest.mark.e2e
 def test_with_no_api_url_anywhere_the_cli_uses_the_embedded_server(
     mirror: tuple[Path, Path], tmp_path: Path
 ) -> None:
@@ -137,6 +138,7 @@ print("recorded", sum(1 for r in runs if r.state is not None and r.state.is_comp
 """
 
 
+@pytest.mark.e2e
 def test_the_embedded_server_has_recorded_every_task_run_before_it_stops(
     tmp_path: Path,
 ) -> None:
@@ -158,9 +160,8 @@ def test_the_embedded_server_has_recorded_every_task_run_before_it_stops(
 
 def test_an_unreachable_api_is_one_line(mirror: tuple[Path, Path], tmp_path: Path) -> None:
     # It was Prefect's "Failed to reach API" traceback from inside the first flow run.
-    env = _user_env(tmp_path / "home")
-    env["PREFECT_API_URL"] = "http://127.0.0.1:9/api"
-    done = _cli("ingest", "--mirror", str(mirror[0]), "--artifacts", str(tmp_path), env=env)
+    env = {"PREFECT_API_URL": "http://127.0.0.1:9/api"}
+    done = run_cli("ingest", "--mirror", str(mirror[0]), "--artifacts", str(tmp_path), env=env)
     assert done.returncode == 1
     assert "Traceback" not in done.stdout + done.stderr
     (line,) = done.stderr.strip().splitlines()
@@ -189,10 +190,11 @@ def test_an_api_that_refuses_this_client_is_one_line(mirror: tuple[Path, Path], 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ForbiddingAPI)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     api = f"http://127.0.0.1:{server.server_port}/api"
-    env = _user_env(tmp_path / "home")
-    env["PREFECT_API_URL"] = api
     try:
-        done = _cli("ingest", "--mirror", str(mirror[0]), "--artifacts", str(tmp_path), env=env)
+        done = run_cli(
+            "ingest", "--mirror", str(mirror[0]), "--artifacts", str(tmp_path),
+            env={"PREFECT_API_URL": api},
+        )  # fmt: skip
     finally:
         server.shutdown()
         server.server_close()

@@ -49,7 +49,8 @@ def test_runner_choice(monkeypatch):
     from prefect.task_runners import ThreadPoolTaskRunner
     from prefect_dask import DaskTaskRunner
 
-    from flows.runners import ENV_DASK_ADDRESS, resolve_dask, task_runner
+    from core.settings import ENV_DASK_ADDRESS
+    from flows.runners import resolve_dask, task_runner
 
     monkeypatch.delenv(ENV_DASK_ADDRESS, raising=False)
     assert isinstance(task_runner(), ThreadPoolTaskRunner)

@@ -11,7 +11,7 @@ import pytest
 from core import fetch
 from core.dataset import read_metadata, read_split
 from core.fetch import IngestError, mirror_url
-from core.settings import SettingsError
+from core.settings import DOWNLOAD_GRACE_SECONDS, DOWNLOAD_MIN_RATE, SettingsError
 from flows.ingest import ingest_flow
 from tests.support import (
     FILES,
@@ -204,10 +204,10 @@ def test_the_default_deadline_meets_the_five_minute_bound():
     # attempts on the 3 default mirrors, plus the longest retry delays (jitter 0.5),
     # must leave ingest well inside 5 minutes, start-up included.
     attempts, mirrors, delays = 4, 3, sum(d * 1.5 for d in (2, 5, 15))
-    worst = attempts * mirrors * (fetch.DOWNLOAD_GRACE_SECONDS + fetch._POLL_SECONDS) + delays
+    worst = attempts * mirrors * (DOWNLOAD_GRACE_SECONDS + fetch._POLL_SECONDS) + delays
     assert worst < 240
     # ...and a healthy mirror at the minimum rate still delivers the largest file.
-    assert fetch.DOWNLOAD_GRACE_SECONDS + 9_912_422 / fetch.DOWNLOAD_MIN_RATE < 240
+    assert DOWNLOAD_GRACE_SECONDS + 9_912_422 / DOWNLOAD_MIN_RATE < 240
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ import pytest
 from core.idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx_gz
 from model.config import preset
 from model.metrics import accuracy, confusion_matrix
-from model.predict import predict
+from model.network import forward
 from model.train import fit
 
 MNIST = Path(__file__).resolve().parents[2] / "shared" / "mnist"
@@ -45,7 +45,7 @@ def data():
 def test_preset_accuracy_on_a_real_subset(data, name, overrides, threshold):
     (X, y), (X_test, y_test) = data
     result = fit(X, y, preset(name, **overrides))
-    y_pred = predict(result.params, X_test)
+    y_pred = forward(result.params, X_test)[-1].argmax(axis=1)
     acc = accuracy(y_test, y_pred)
     assert acc > threshold, f"{name}: test accuracy {acc:.4f} <= {threshold}"
     assert result.validation_accuracy > threshold - 0.03

@@ -1,6 +1,6 @@
-"""predict_proba / predict (float32, training's validation): chunking changes nothing, memory
-stays bounded, bad input is named. predict_proba_pixels (score and evaluate): one row, one
-result, bit for bit."""
+"""Training's validation pass (float32): chunking changes nothing, memory stays bounded;
+fit's input checks name what is bad. predict_proba_pixels (score and evaluate): one row,
+one result, bit for bit."""
 
 import tracemalloc
 from fractions import Fraction
@@ -10,8 +10,8 @@ import pytest
 
 from model.config import ModelConfig
 from model.network import forward, init_params
-from model.predict import _exact_slices, predict, predict_proba, predict_proba_pixels
-from model.validation import InputError
+from model.predict import _exact_slices, _predict_proba_t_unchecked, predict_proba_pixels
+from model.validation import InputError, check_feature_values, check_features
 
 CFG = ModelConfig(n_inputs=12, hidden=(9, 7), n_classes=4, seed=2)
 
@@ -26,50 +26,42 @@ def X():
     return np.random.default_rng(0).random((1000, 12), dtype=np.float32)
 
 
+def proba(params, X, chunk_size=8192):
+    """The validation pass's probabilities, one row per sample."""
+    return _predict_proba_t_unchecked(params, X, chunk_size).T
+
+
 def test_proba_is_the_forward_pass(params, X):
-    proba = predict_proba(params, X)
-    assert proba.shape == (1000, 4) and proba.dtype == np.float32
-    np.testing.assert_allclose(proba, forward(params, X)[-1], rtol=1e-6)
-    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-5)
+    got = proba(params, X)
+    assert got.shape == (1000, 4) and got.dtype == np.float32
+    np.testing.assert_allclose(got, forward(params, X)[-1], rtol=1e-6)
+    np.testing.assert_allclose(got.sum(axis=1), 1.0, rtol=1e-5)
 
 
 @pytest.mark.parametrize("chunk_size", [1, 7, 999, 1000, 8192])
 def test_chunked_equals_unchunked(params, X, chunk_size):
-    whole = predict_proba(params, X, chunk_size=len(X))
-    np.testing.assert_allclose(predict_proba(params, X, chunk_size=chunk_size), whole, rtol=1e-6)
-    assert np.array_equal(predict(params, X, chunk_size=chunk_size), whole.argmax(axis=1))
-
-
-def test_predict_returns_int64_labels(params, X):
-    labels = predict(params, X)
-    assert labels.dtype == np.int64 and labels.shape == (1000,)
-    assert set(np.unique(labels)) <= {0, 1, 2, 3}
+    whole = proba(params, X, chunk_size=len(X))
+    chunked = proba(params, X, chunk_size=chunk_size)
+    np.testing.assert_allclose(chunked, whole, rtol=1e-6)
+    assert np.array_equal(chunked.argmax(axis=1), whole.argmax(axis=1))
 
 
 def test_empty_input_gives_empty_output(params):
-    empty = np.zeros((0, 12), dtype=np.float32)
-    assert predict_proba(params, empty).shape == (0, 4)
-    assert predict(params, empty).shape == (0,)
-
-
-def test_float64_input_is_scored_like_float32(params, X):
-    np.testing.assert_allclose(
-        predict_proba(params, X.astype(np.float64)), predict_proba(params, X), rtol=1e-6
-    )
+    assert proba(params, np.zeros((0, 12), dtype=np.float32)).shape == (0, 4)
 
 
 def test_memory_is_bounded_by_the_chunk_not_the_input(params):
-    # 400k rows of float64 (38 MB): scoring casts and scores one chunk at a time, so the
-    # peak beyond the 3.2 MB int64 output is a few chunk-sized buffers, not a copy of X.
-    X = np.full((400_000, 12), 0.5)
+    # 400k rows (19 MB): the peak beyond the 6.4 MB output is a few chunk-sized buffers,
+    # not a copy of X or of a layer's activations for every row.
+    X = np.full((400_000, 12), 0.5, dtype=np.float32)
     tracemalloc.start()
     try:
-        labels = predict(params, X, chunk_size=4096)
+        out = _predict_proba_t_unchecked(params, X, chunk_size=4096)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert labels.shape == (400_000,)
-    assert peak - labels.nbytes < 2_000_000
+    assert out.shape == (4, 400_000)
+    assert peak - out.nbytes < 2_000_000
 
 
 @pytest.mark.parametrize(
@@ -82,28 +74,21 @@ def test_memory_is_bounded_by_the_chunk_not_the_input(params):
         (np.full((5, 12), -0.5, np.float32), r"first at row 0, column 0: -0.5"),
     ],
 )
-def test_bad_input_raises_input_error(params, X, match):
+def test_bad_input_raises_input_error(X, match):
     with pytest.raises(InputError, match=match) as info:
-        predict_proba(params, X)
+        check_features(X, 12)
+        check_feature_values(X)
     assert "\n" not in str(info.value)
-    with pytest.raises(InputError, match=match):
-        predict(params, X)
 
 
-def test_bad_values_are_found_in_later_chunks_with_their_row(params, X):
+def test_bad_values_are_found_with_their_row_and_column(X):
     bad = X.copy()
     bad[901, 5] = np.nan
     with pytest.raises(InputError, match=r"NaN or infinite values \(first at row 901, column 5"):
-        predict(params, bad, chunk_size=100)
+        check_feature_values(bad)
     bad[901, 5] = 1.5
     with pytest.raises(InputError, match=r"outside \[0, 1\].*row 901, column 5: 1.5"):
-        predict_proba(params, bad, chunk_size=100)
-
-
-@pytest.mark.parametrize("chunk_size", [0, -1, 2.5, True])
-def test_bad_chunk_size(params, X, chunk_size):
-    with pytest.raises(ValueError, match="chunk_size must be a positive integer"):
-        predict_proba(params, X, chunk_size=chunk_size)
+        check_feature_values(bad)
 
 
 # ----------------------------------------------------------------------------- pixels, exactly

@@ -18,8 +18,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from core.scoring.layout import InputFileError
 from core.scoring.reader import PixelCsvReader
-from core.scoring.score_file import InputFileError, ScoreSummary, score_file
+from core.scoring.score_file import ScoreSummary, score_file
 from model.config import ModelConfig
 from model.network import init_params
 from model.predict import predict_proba_pixels

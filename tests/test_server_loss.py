@@ -110,6 +110,7 @@ except KeyboardInterrupt:
 """
 
 
+@pytest.mark.e2e  # a process of its own, whose exit handlers take 3 s
 @pytest.mark.parametrize("sigint", [False, True], ids=["alone", "then-SIGINT"])
 def test_an_ending_with_its_own_code_still_gives_sigint_130(tmp_path, sigint):
     err = tmp_path / "err"

@@ -7,4 +7,5 @@
 ``careful``    the per-row parser: every rejected row's exact reason
 ``writers``    predictions (CSV or Parquet) and rejects, each written atomically
 ``score_file`` one file: read, predict, write, summarize
+``summary``    what a run tells its user: summary table, rejected rows, confusion matrices
 """

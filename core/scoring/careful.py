@@ -20,6 +20,11 @@ UNBALANCED_QUOTES = "unbalanced quotes (quoted newlines are not supported)"
 NEWLINE = 10
 
 
+def newlines(data: bytes) -> np.ndarray:
+    """The offsets of the ``\\n`` bytes of ``data`` (NumPy's search releases the GIL)."""
+    return np.flatnonzero(np.frombuffer(data, np.uint8) == NEWLINE)
+
+
 @dataclass
 class ParsedChunk:
     """One chunk of consecutive rows: the accepted rows' data and the rejected rows' reasons."""
@@ -31,6 +36,22 @@ class ParsedChunk:
     labels: np.ndarray | None  # uint8, shape (n_ok,) when the file has labels
     extras: list[list[str]]  # one list of n_ok strings per carried-through column
     rejects: list[tuple[int, str]] = field(default_factory=list)  # (index in chunk, reason)
+
+
+def parsed_chunk(
+    first_row: int,
+    n_rows: int,
+    kept: np.ndarray,
+    ok_rows: np.ndarray,
+    layout: Layout,
+    extras: list[list[str]],
+    rejects: list[tuple[int, str]] | None = None,
+) -> ParsedChunk:
+    """The ParsedChunk whose accepted rows ``ok_rows`` hold the field values ``kept``
+    (uint16, shape (n_ok, ncols), in file column order)."""
+    labels = None if layout.label_col is None else kept[:, layout.label_col].astype(np.uint8)
+    pixels = kept[:, layout.pixel_index].astype(np.uint8)
+    return ParsedChunk(first_row, n_rows, pixels, ok_rows, labels, extras, rejects or [])
 
 
 def _short_repr(s: str, limit: int = 20) -> str:
@@ -95,7 +116,7 @@ def _first_bad_field(
 
 def careful_chunk(chunk: bytes, first_row: int, layout: Layout) -> ParsedChunk:
     """Every row of ``chunk`` (whole lines, each ending in '\\n') through ``careful_row``."""
-    ends = np.flatnonzero(np.frombuffer(chunk, np.uint8) == NEWLINE).tolist()
+    ends = newlines(chunk).tolist()
     n = len(ends)
     values = np.zeros((n, layout.ncols), np.uint16)
     extras: list[list[str]] = [[] for _ in layout.extra_cols]
@@ -113,9 +134,4 @@ def careful_chunk(chunk: bytes, first_row: int, layout: Layout) -> ParsedChunk:
         for dest, s in zip(extras, extra, strict=True):
             dest.append(s)
     ok_rows = np.asarray(ok, np.int64)
-    kept = values[ok_rows]
-    labels = None
-    if layout.label_col is not None:
-        labels = kept[:, layout.label_col].astype(np.uint8)
-    pixels = kept[:, layout.pixel_index].astype(np.uint8)
-    return ParsedChunk(first_row, n, pixels, ok_rows, labels, extras, rejects)
+    return parsed_chunk(first_row, n, values[ok_rows], ok_rows, layout, extras, rejects)

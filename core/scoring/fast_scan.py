@@ -13,12 +13,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.scoring.careful import NEWLINE, ParsedChunk, careful_row
+from core.scoring.careful import ParsedChunk, careful_row, newlines, parsed_chunk
 from core.scoring.layout import Layout
 
 # Lines per vectorised scan: its ~10 scratch bytes per input byte stay ~45 MB per thread.
 SCAN_ROWS = 2048
-_COMMA, _NEWLINE, _ZERO = 44, NEWLINE, 48
+_COMMA, _ZERO = 44, 48
 _LOCAL = threading.local()
 
 
@@ -188,13 +188,13 @@ def parse_chunk(chunk: bytes, first_row: int, layout: Layout, ws: _Workspace) ->
     The scan runs on pieces of at most SCAN_ROWS lines so that its scratch arrays stay
     small whatever the chunk size.
     """
-    newlines = np.flatnonzero(np.frombuffer(chunk, np.uint8) == _NEWLINE)
-    if len(newlines) <= SCAN_ROWS:
-        return _parse_piece(chunk, newlines, first_row, layout, ws)
+    row_ends = newlines(chunk)
+    if len(row_ends) <= SCAN_ROWS:
+        return _parse_piece(chunk, row_ends, first_row, layout, ws)
     pieces = []
     start_byte = 0
-    for i in range(0, len(newlines), SCAN_ROWS):
-        ends = newlines[i : i + SCAN_ROWS]
+    for i in range(0, len(row_ends), SCAN_ROWS):
+        ends = row_ends[i : i + SCAN_ROWS]
         stop_byte = int(ends[-1]) + 1
         piece = chunk[start_byte:stop_byte]
         pieces.append(_parse_piece(piece, ends - start_byte, first_row + i, layout, ws))
@@ -223,22 +223,11 @@ def _parse_piece(
     chunk: bytes, row_ends: np.ndarray, first_row: int, layout: Layout, ws: _Workspace
 ) -> ParsedChunk:
     """Fast scan of one piece, then the careful path for the rows the scan left."""
-    pix_idx = layout.pixel_index
     n = len(row_ends)
     scan = fast_scan(chunk, row_ends, layout, ws)
-    fast_rows, row_starts = scan.fast_rows, scan.row_starts
-    if len(fast_rows) == n:  # the clean path: no per-row Python at all
-        labels = None
-        if layout.label_col is not None:
-            labels = scan.values[:, layout.label_col].astype(np.uint8)
-        return ParsedChunk(
-            first_row,
-            n,
-            scan.values[:, pix_idx].astype(np.uint8),
-            fast_rows,
-            labels,
-            _slice_extras(chunk, layout, scan.field_ends, row_starts),
-        )
+    if len(scan.fast_rows) == n:  # the clean path: no per-row Python at all
+        extras = _slice_extras(chunk, layout, scan.field_ends, scan.row_starts)
+        return parsed_chunk(first_row, n, scan.values, scan.fast_rows, layout, extras)
     return _mixed_piece(chunk, scan, first_row, layout)
 
 
@@ -268,13 +257,8 @@ def _mixed_piece(chunk: bytes, scan: _Scan, first_row: int, layout: Layout) -> P
         for dest, s in zip(all_extras, extra, strict=True):
             dest[r] = s
     ok_rows = np.flatnonzero(ok)
-    kept = all_vals[ok_rows]
-    labels = None
-    if layout.label_col is not None:
-        labels = kept[:, layout.label_col].astype(np.uint8)
     extras = [[col[r] for r in ok_rows.tolist()] for col in all_extras]
-    pixels = kept[:, layout.pixel_index].astype(np.uint8)
-    return ParsedChunk(first_row, n, pixels, ok_rows, labels, extras, rejects)
+    return parsed_chunk(first_row, n, all_vals[ok_rows], ok_rows, layout, extras, rejects)
 
 
 def _slice_extras(

@@ -193,7 +193,4 @@ def _layout_from_header(path: Path, names: list[str]) -> Layout:
     label_col = index.get(LABEL_NAME)
     numeric = set(index[p] for p in PIXEL_NAMES) | ({label_col} - {None})
     extra_cols = tuple(i for i in range(len(names)) if i not in numeric)
-    for i in extra_cols:
-        if names[i] in OUTPUT_COLUMNS:
-            raise InputFileError(path, f"column {names[i]!r} clashes with an output column")
     return Layout(tuple(names), True, tuple(index[p] for p in PIXEL_NAMES), label_col, extra_cols)

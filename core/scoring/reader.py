@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from core.scoring.careful import NEWLINE, ParsedChunk
+from core.scoring.careful import ParsedChunk, newlines
 from core.scoring.fast_scan import scan_chunk
 from core.scoring.layout import InputFileError, Layout, layout_from_first_line, open_binary
 from core.storage import Location
@@ -39,10 +39,6 @@ ChunkParser = Callable[[bytes, int, Layout], ParsedChunk]
 def long_line_reason(length: int) -> str:
     """The reject reason of a line over MAX_LINE_BYTES (no comma: it stays unquoted)."""
     return f"line is {length} bytes long; the limit is {MAX_LINE_BYTES} (1 MiB)"
-
-
-def _newlines(data: bytes) -> np.ndarray:
-    return np.flatnonzero(np.frombuffer(data, np.uint8) == NEWLINE)
 
 
 @dataclass
@@ -171,7 +167,7 @@ class PixelCsvReader:
         pending = _Pending()
         lines_before = self.layout.header_lines  # physical lines emitted
         if self._pushback is not None:
-            pending.add(self._pushback, _newlines(self._pushback))
+            pending.add(self._pushback, newlines(self._pushback))
             self._pushback = None
         eof = False
         while True:
@@ -204,7 +200,7 @@ class PixelCsvReader:
                 pending.add_long_line(pending.skipping + end)
                 data = data[end + 1 :]
                 continue
-            nl = _newlines(data)
+            nl = newlines(data)
             if pending.tail + (int(nl[0]) if len(nl) else len(data)) <= MAX_LINE_BYTES:
                 pending.add(data, nl)
                 return

@@ -37,8 +37,6 @@ from core.scoring.writers import (
 )
 from core.storage import Location, identity
 
-__all__ = ["OUTPUT_COLUMNS", "InputFileError", "ScoreSummary", "ScoringOutputError", "score_file"]
-
 N_CLASSES = 10
 # Rows per chunk: per parse, predict call and write (~15 MB of Kaggle CSV). Big enough that
 # BLAS's per-call thread wake-ups stop costing much CPU.
@@ -194,6 +192,11 @@ def score_file(
     paths = (input_path, output_path, rejects_path)
     _check_args(*paths, fmt)
     with PixelCsvReader(paths[0], chunk_rows=chunk_rows, workers=workers) as reader:
+        # A carried-through column may not shadow one the predictions add (a labeled
+        # file for training may have them: it has no such output).
+        for name in reader.layout.extra_names:
+            if name in OUTPUT_COLUMNS:
+                raise InputFileError(paths[0], f"column {name!r} clashes with an output column")
         tally = _Tally(has_labels=reader.layout.label_col is not None)
         try:
             rejected = _write_outputs(reader, paths[1:], fmt, predict_proba, tally)

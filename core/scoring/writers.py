@@ -32,8 +32,7 @@ PARQUET_ROW_GROUP = 65_536  # chunks are small; batch them so row groups are not
 
 
 class AtomicFile:
-    """An open temporary file that becomes ``path`` only on commit(); core.files creates
-    it (beside ``path``, or locally for a store URL) and renames or uploads it whole. A
+    """An open temporary file (core.files) that becomes ``path`` only on commit(). A
     failed write of it, inside ``with self.writing()``, is an OutputWriteError naming
     ``path``."""
 
