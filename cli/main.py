@@ -4,7 +4,8 @@ A flow command's options come from its flow's signature (``cli.options``); each
 subcommand has one function that fills its parser and one that runs it.
 
 Exit codes: 0 success; 1 the pipeline failed (e.g. every mirror failed, a corrupt
-download); 2 unusable invocation or model; 3 some rows or files were rejected (score).
+download, a labeled file refused); 2 unusable invocation or model (also a --labeled entry
+that matches no file); 3 some rows or files were rejected (score).
 """
 
 from __future__ import annotations
@@ -65,14 +66,15 @@ def _ingest(args: argparse.Namespace) -> int:
 
 
 def _train_parser(command: argparse.ArgumentParser) -> None:
+    from core.registry import GATES
     from flows.training import training_flow
 
     command.description = (
-        "Run the mnist-training flow: ingest MNIST, train the NumPy network, evaluate it on "
-        "the 10,000 held-out test images, save it as artifacts/models/<version>/, and make "
-        "it champion unless its test accuracy is lower than the current champion's. Every "
-        "step is cached: rerunning with the same parameters recomputes nothing. "
-        "Hyperparameters not given take the preset's value."
+        "Run the mnist-training flow: ingest MNIST (and your labeled files, --labeled), train "
+        "the NumPy network, evaluate it on the 10,000 held-out test images, save it as "
+        "artifacts/models/<version>/, and make it champion unless its test accuracy is lower "
+        "than the current champion's. Every step is cached: rerunning with the same "
+        "parameters recomputes nothing. Hyperparameters not given take the preset's value."
     )
     add_flow_options(command, training_flow, {
         "hidden": Option("--hidden", "hidden layer widths, e.g. 256 128", metavar="N"),
@@ -90,11 +92,20 @@ def _train_parser(command: argparse.ArgumentParser) -> None:
             type=positive,
         ),
         "force_promote": Option("--force-promote", "make the new model champion regardless"),
+        "promote_on": Option(
+            "--promote-on",
+            "the champion gate: mnist, test accuracy (default); or labeled, the labeled "
+            "holdout accuracy, against the champion's on this run's holdout (measured now "
+            "if it is another, when fair: docs/pipeline.md)",
+            choices=GATES,
+        ),
     })  # fmt: skip
     command.set_defaults(handler=_train)
 
 
 def _train(args: argparse.Namespace) -> int:
+    from core.labeled import expand_sources
+    from core.settings import labeled_entries
     from core.training import resolve_config
     from flows import run_recorded
     from flows.training import training_flow
@@ -106,13 +117,33 @@ def _train(args: argparse.Namespace) -> int:
         resolve_config(
             parameters["preset"], **{k: v for k, v in parameters.items() if k in config_fields}
         )
-    except ValueError as exc:
+        # So is a --labeled entry (or MNIST_LABELED's) that matches no file.
+        expand_sources(labeled_entries(parameters["labeled"]))
+    except ValueError as exc:  # LabeledDataError is one too
         raise UsageError(str(exc)) from None
     result = run_recorded(training_flow, **parameters)
     print_steps(result["steps"])
     out(f"test accuracy {result['test_accuracy']:.4f}, log-loss {result['test_log_loss']:.4f}")
+    print_labeled(result)
     _print_model(result, args.root)
     return EXIT_OK
+
+
+def print_labeled(result: dict[str, Any]) -> None:
+    """The labeled data's lines: per file its rows and where they went, the holdout
+    accuracy, the rejects files beside the run. Nothing for a run on MNIST alone."""
+    files = result.get("labeled_data") or []
+    leaked = result.get("labeled_leaked") or {}
+    for f in files:
+        also = f" ({n} identical to an MNIST test image)" if (n := leaked.get(f["source"])) else ""
+        out(f"labeled {f['source']}: {f['rows']} rows, {f['accepted']} accepted, "
+            f"{f['rejected']} rejected{also}, {f['held_out']} held out")  # fmt: skip
+    if files:
+        accuracy = result["labeled_holdout_accuracy"]
+        shown = "none (no row held out)" if accuracy is None else f"{accuracy:.4f}"
+        out(f"labeled rows trained on {result['labeled_rows']}, labeled holdout accuracy {shown}")
+    for path in result.get("rejects") or []:
+        out(f"rejects: {path}")
 
 
 def _print_model(result: dict[str, Any], root: Any) -> None:
@@ -235,7 +266,9 @@ def _sweep(args: argparse.Namespace) -> int:
 
 def _models_parser(command: argparse.ArgumentParser) -> None:
     actions = command.add_subparsers(dest="models_command", required=True, metavar="ACTION")
-    listing = actions.add_parser("list", help="version, created, test accuracy, champion")
+    listing = actions.add_parser(
+        "list", help="version, created, test accuracy, labeled rows learned from, champion"
+    )
     listing.add_argument("--artifacts", metavar="DIR", help=COMMON["artifacts"].help)
     listing.set_defaults(handler=_models_list)
     promote = actions.add_parser("promote", help="make VERSION the champion")
@@ -253,11 +286,11 @@ def _models_list(args: argparse.Namespace) -> int:
         out(f"no models yet in {models_dir}: run `mnist-pipeline train`")
     else:
         width = max(len(r["version"]) for r in rows)
-        out(f"  {'version':<{width}}  {'created':<25}  test_accuracy")
+        out(f"  {'version':<{width}}  {'created':<25}  test_accuracy  labeled_rows")
         for r in rows:
             mark = "*" if r["champion"] else " "
             out(f"{mark} {r['version']:<{width}}  {r['created'][:25]:<25}  "
-                f"{r['test_accuracy']:.4f}")  # fmt: skip
+                f"{r['test_accuracy']:<13.4f}  {r['labeled_rows']}")  # fmt: skip
         out(f"artifacts: {args.root}")
     registry.champion_version(models_dir)  # a broken champion.json: listed above, then exit 2
     return EXIT_OK

@@ -17,7 +17,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from core.settings import ENV_ARTIFACTS, ENV_CHECKSUMS, ENV_DASK_ADDRESS, ENV_MIRROR
+from core.settings import (
+    ENV_ARTIFACTS,
+    ENV_CHECKSUMS,
+    ENV_DASK_ADDRESS,
+    ENV_LABELED,
+    ENV_MIRROR,
+    SettingsError,
+    check_fraction,
+)
 from model.config import PRESETS
 
 
@@ -74,6 +82,14 @@ def batch_size(text: str) -> int:
     return value
 
 
+def fraction(text: str) -> float:
+    """A number from 0 to 1, e.g. ``0.01``."""
+    try:
+        return check_fraction("", float(text))
+    except (ValueError, SettingsError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a fraction from 0 to 1") from None
+
+
 # Options that mean the same in every flow that has the parameter; a command passes its
 # own Option for a parameter whose flag or wording differs.
 COMMON: dict[str, Option] = {
@@ -99,6 +115,27 @@ COMMON: dict[str, Option] = {
         "--artifacts", f"output root (env {ENV_ARTIFACTS}, default ./artifacts)", metavar="DIR"
     ),
     "force": Option("--force", "ignore caches and recompute"),
+    "labeled": Option(
+        "--labeled",
+        "your labeled digits, learned from beside MNIST: a CSV or Parquet file, a glob, or a "
+        f"store URL or glob (s3://bucket/labeled/*.csv); repeat for several (env {ENV_LABELED})",
+        metavar="PATH|GLOB|URL",
+        repeat=True,
+    ),
+    "max_reject_fraction": Option(
+        "--max-reject-fraction",
+        "refuse a labeled file, and fail the run, when more than F of its rows are rejected "
+        "(default 0.01)",
+        metavar="F",
+        type=fraction,
+    ),
+    "labeled_holdout": Option(
+        "--labeled-holdout",
+        "share of each labeled file's rows held out, by a hash of the row, to measure the "
+        "model on your data (default 0.1)",
+        metavar="F",
+        type=fraction,
+    ),
     "epochs": Option("--epochs", "passes over the training split"),
     "batch_size": Option(
         "--batch-size", "mini-batch size, or full", metavar="N|full", type=batch_size

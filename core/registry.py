@@ -28,7 +28,7 @@ import math
 import os
 import secrets
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -134,11 +134,16 @@ def _write_version(folder: Location, bundle: dict[str, Any], extra: dict[str, Lo
 
 
 def _manifest_text(bundle: dict[str, Any], files: dict[str, str]) -> str:
+    data = bundle.get("data") or {}
     manifest = {
         "version": bundle["version"],
         "created": bundle["created"],
         "fingerprint": bundle["fingerprint"],
         "test_accuracy": bundle["metrics"]["test_accuracy"],
+        # What the labeled gate compares (promote_if_not_worse), and the lineage.
+        "labeled_holdout_accuracy": bundle["metrics"].get("labeled_holdout_accuracy"),
+        "labeled_holdout": data.get("labeled_holdout"),
+        "labeled_data": bundle.get("labeled_data", []),
         "files": files,
     }
     return json.dumps(manifest, indent=2) + "\n"
@@ -158,7 +163,50 @@ def read_manifest(version_dir: Location) -> dict[str, Any]:
         raise ModelError(f"{path}: test_accuracy is missing or not a number in [0, 1]")
     if not (isinstance(manifest.get("version"), str) and isinstance(manifest.get("created"), str)):
         raise ModelError(f"{path}: version or created is missing or not a string")
+    # Older manifests have no labeled keys: a model trained on MNIST alone.
+    problem = _labeled_problem(
+        manifest.get("labeled_data", []),
+        manifest.get("labeled_holdout_accuracy"),
+        manifest.get("labeled_holdout"),
+    )
+    if problem:
+        raise ModelError(f"{path}: {problem}")
     return manifest
+
+
+LINEAGE_COUNTS = ("rows", "accepted", "rejected", "held_out")
+
+
+def _labeled_problem(labeled_data: Any, accuracy: Any, holdout: Any) -> str | None:
+    """What is wrong with a model's labeled keys (``labeled_data``: a list of {source,
+    sha256, rows, accepted, rejected, held_out} with accepted + rejected = rows and
+    held_out <= accepted; ``labeled_holdout_accuracy`` and ``labeled_holdout``: None or
+    a number in [0, 1]), in one phrase that names the key; None if nothing is."""
+    if not isinstance(labeled_data, list):
+        return f"'labeled_data' is {_describe(labeled_data)}, not a list"
+    for n, entry in enumerate(labeled_data):
+        where = f"'labeled_data[{n}]'"
+        if not isinstance(entry, dict):
+            return f"{where} is {_describe(entry)}, not a dict"
+        if not isinstance(entry.get("source"), str):
+            return f"{where}.source is missing or not a string"
+        sha = entry.get("sha256")
+        if not (
+            isinstance(sha, str) and len(sha) == 64 and all(c in "0123456789abcdef" for c in sha)
+        ):
+            return f"{where}.sha256 is missing or not a SHA-256"
+        for key in LINEAGE_COUNTS:
+            value = entry.get(key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                return f"{where}.{key} is {_describe(value)}, not a count"
+        if entry["accepted"] + entry["rejected"] != entry["rows"] or (
+            entry["held_out"] > entry["accepted"]
+        ):
+            return f"{where}: accepted + rejected is not rows, or more held out than accepted"
+    for key, value in (("labeled_holdout_accuracy", accuracy), ("labeled_holdout", holdout)):
+        if value is not None and not _is_accuracy(value):
+            return f"'{key}' is {_describe(value)}, not null or a number in [0, 1]"
+    return None
 
 
 def find_published(models_dir: Location, fingerprint: str) -> Location | None:
@@ -242,12 +290,16 @@ def _check_bundle(bundle: Any, manifest: dict[str, Any]) -> tuple[ModelConfig, P
     if not isinstance(metrics, dict) or "test_accuracy" not in metrics:
         raise ValueError("'metrics.test_accuracy' is missing")
     for name, value in metrics.items():
+        # Without labeled data (or with nothing held out) there is no labeled accuracy.
+        if name == "labeled_holdout_accuracy" and value is None:
+            continue
         if str(name).endswith("_accuracy") and not _is_accuracy(value):
             raise ValueError(f"'metrics.{name}' is {_describe(value)}, not a number in [0, 1]")
     # promote_if_not_worse decides by the manifest's copy, `models promote` by this one.
     if metrics["test_accuracy"] != manifest["test_accuracy"]:
         raise ValueError(f"'metrics.test_accuracy' is {metrics['test_accuracy']}; its "
                          f"manifest says {manifest['test_accuracy']}")  # fmt: skip
+    _check_labeled(bundle, metrics, manifest)
     if not isinstance(bundle["config"], dict):
         raise ValueError(f"'config' is {_describe(bundle['config'])}, not a dict")
     try:
@@ -269,6 +321,34 @@ def _check_bundle(bundle: Any, manifest: dict[str, Any]) -> tuple[ModelConfig, P
     ):
         raise ValueError("'data.source_sha256' is missing or not a dict of file checksums")
     return config, params
+
+
+def _check_labeled(
+    bundle: dict[str, Any], metrics: dict[str, Any], manifest: dict[str, Any]
+) -> None:
+    """The labeled keys of a bundle (absent from bundles older than them): well formed,
+    and what its manifest says, since the labeled gate decides by the manifest."""
+    data = bundle.get("data") if isinstance(bundle.get("data"), dict) else {}
+    labeled_data = bundle.get("labeled_data", [])
+    problem = _labeled_problem(
+        labeled_data, metrics.get("labeled_holdout_accuracy"), data.get("labeled_holdout")
+    )
+    if problem:
+        raise ValueError(problem)
+    per_file = metrics.get("labeled", {})
+    if not isinstance(per_file, dict) or not all(
+        isinstance(k, str) and (v is None or _is_accuracy(v)) for k, v in per_file.items()
+    ):
+        raise ValueError("'metrics.labeled' is not a dict of file: accuracy (or null)")
+    rows = metrics.get("labeled_rows", 0)
+    if isinstance(rows, bool) or not isinstance(rows, int) or rows < 0:
+        raise ValueError(f"'metrics.labeled_rows' is {_describe(rows)}, not a count")
+    for key, ours in (
+        ("labeled_data", labeled_data),
+        ("labeled_holdout_accuracy", metrics.get("labeled_holdout_accuracy")),
+    ):
+        if key in manifest and manifest[key] != ours:
+            raise ValueError(f"'{key}' differs from its manifest's")
 
 
 def _describe(value: Any) -> str:
@@ -383,16 +463,38 @@ def write_champion(
 
 
 _CAS_ATTEMPTS = 10
+# The champion gates: MNIST's test set (the default), or the labeled data's holdout.
+GATES = ("mnist", "labeled")
+# The labeled gate's measure of a champion on this run's labeled holdout: given the
+# champion's champion.json record, its accuracy there (None: no row to measure). Passed in
+# (core.evaluation.champion_holdout_accuracy), so that the registry loads no model itself.
+HoldoutMeasure = Callable[[dict[str, Any]], float | None]
 
 
 def promote_if_not_worse(
-    models_dir: Location, version: str, tolerance: float = 0.0, force: bool = False
+    models_dir: Location,
+    version: str,
+    tolerance: float = 0.0,
+    force: bool = False,
+    gate: str = "mnist",
+    champion_holdout_accuracy: HoldoutMeasure | None = None,
 ) -> dict[str, Any]:
-    """Make ``version`` champion unless its test accuracy is below the champion's minus
-    ``tolerance``; return the decision with its reason."""
-    accuracy = read_manifest(models_dir / version)["test_accuracy"]
+    """Make ``version`` champion unless it is worse than the champion by ``gate``: its
+    test accuracy (``mnist``) or its labeled holdout accuracy (``labeled``) below the
+    champion's minus ``tolerance``; return the decision with its reason and its gate.
+
+    The labeled gate takes the champion's recorded figure when it was measured on the same
+    holdout; otherwise, when measuring it on this run's holdout is fair
+    (``holdout_is_fair``), ``champion_holdout_accuracy`` measures it, under the champion
+    lock, so the figure is always the current champion's; otherwise it does not promote.
+    """
+    if gate not in GATES:
+        raise ValueError(f"unknown champion gate {gate!r}: expected mnist or labeled")
+    manifest = read_manifest(models_dir / version)
     for _ in range(_CAS_ATTEMPTS):
-        decision = _decide_and_write(models_dir, version, accuracy, tolerance, force)
+        decision = _decide_and_write(
+            models_dir, version, manifest, tolerance, force, gate, champion_holdout_accuracy
+        )
         if decision is not None:
             return decision
     raise StorageError(
@@ -402,9 +504,16 @@ def promote_if_not_worse(
 
 
 def _decide_and_write(
-    models_dir: Location, version: str, accuracy: float, tolerance: float, force: bool
+    models_dir: Location,
+    version: str,
+    manifest: dict[str, Any],
+    tolerance: float,
+    force: bool,
+    gate: str = "mnist",
+    measure: HoldoutMeasure | None = None,
 ) -> dict[str, Any] | None:
     """One promotion attempt; None when a store's conditional write lost a race."""
+    accuracy = manifest["test_accuracy"]
     with champion_lock(models_dir):
         # On a store the ETag is read first: a record written after it fails the write.
         tag = etag(models_dir / CHAMPION) if is_remote(models_dir) else False
@@ -420,19 +529,10 @@ def _decide_and_write(
             promoted, reason = True, "first model: no champion yet"
         elif current["version"] == version:
             promoted, reason = True, "already the champion"
-        elif accuracy >= current["test_accuracy"] - tolerance:
-            promoted = True
-            reason = (
-                f"test accuracy {accuracy:.4f} is not lower than champion "
-                f"{current['version']}'s {current['test_accuracy']:.4f} (tolerance {tolerance})"
-            )
+        elif gate == "labeled":
+            promoted, reason = _labeled_gate(models_dir, manifest, current, tolerance, measure)
         else:
-            promoted = False
-            reason = (
-                f"test accuracy {accuracy:.4f} is lower than champion "
-                f"{current['version']}'s {current['test_accuracy']:.4f} (tolerance {tolerance}); "
-                "kept but not promoted"
-            )
+            promoted, reason = _mnist_gate(models_dir, manifest, current, tolerance)
         if promoted and (current is None or current["version"] != version):
             if not write_champion(models_dir, version, accuracy, reason, tag):
                 return None
@@ -440,8 +540,123 @@ def _decide_and_write(
         "version": version,
         "promoted": promoted,
         "reason": reason,
+        "gate": gate,
         "previous": current["version"] if current else None,
     }
+
+
+def _mnist_gate(
+    models_dir: Location, manifest: dict[str, Any], current: dict[str, Any], tolerance: float
+) -> tuple[bool, str]:
+    """The default gate: test accuracy against the champion's; the labeled holdout's
+    figures follow when there are any, for information."""
+    accuracy, theirs, name = manifest["test_accuracy"], current["test_accuracy"], current["version"]
+    promoted = accuracy >= theirs - tolerance
+    reason = (
+        f"test accuracy {accuracy:.4f} is {'not ' if promoted else ''}lower than champion "
+        f"{name}'s {theirs:.4f} (MNIST gate, tolerance {tolerance})"
+    )
+    other = _champion_manifest(models_dir, current)
+    ours, theirs = manifest.get("labeled_holdout_accuracy"), other.get("labeled_holdout_accuracy")
+    if ours is not None:
+        said = "none" if theirs is None else f"{theirs:.4f}"
+        same = "" if _same_holdout(manifest, other) else " on another holdout"
+        reason += f"; labeled holdout accuracy {ours:.4f}, champion's {said}{same}"
+    return promoted, reason if promoted else f"{reason}; kept but not promoted"
+
+
+def _labeled_gate(
+    models_dir: Location,
+    manifest: dict[str, Any],
+    current: dict[str, Any],
+    tolerance: float,
+    measure: HoldoutMeasure | None = None,
+) -> tuple[bool, str]:
+    """``--promote-on labeled``: labeled holdout accuracy against the champion's, as
+    recorded when it was measured on the same holdout (the same files, the same fraction),
+    else as ``measure`` measures it now on this run's holdout when that is fair."""
+    name = current["version"]
+    ours = manifest.get("labeled_holdout_accuracy")
+    refused = "--force-promote promotes it anyway"
+    if ours is None:
+        return False, (
+            "labeled gate: this model has no labeled holdout accuracy (no labeled data, or "
+            f"none held out) to compare with the champion's; {refused}"
+        )
+    try:
+        other = read_manifest(models_dir / name)
+    except ModelError as err:
+        return False, f"labeled gate: champion {name} cannot be read ({err}); {refused}"
+    theirs, measured = other.get("labeled_holdout_accuracy"), ""
+    if theirs is None or not _same_holdout(manifest, other):
+        why = _unfair(other, manifest.get("labeled_holdout"))
+        try:
+            theirs = None if why or measure is None else measure(current)
+        except ModelError as err:  # the champion's files, not this run's: refuse, not fail
+            return False, f"labeled gate: champion {name} cannot be measured ({err}); {refused}"
+        if theirs is None:
+            return False, (
+                "labeled gate: the champion was not measured on the same labeled holdout"
+                f"{why}, so the two cannot be compared; {refused}"
+            )
+        measured = "measured on this run's holdout; "
+    promoted = ours >= theirs - tolerance
+    reason = (
+        f"labeled holdout accuracy {ours:.4f} is {'not ' if promoted else ''}lower than "
+        f"champion {name}'s {theirs:.4f} ({measured}labeled gate, tolerance {tolerance}); "
+        f"test accuracy {manifest['test_accuracy']:.4f}, champion's "
+        f"{current['test_accuracy']:.4f}"
+    )
+    return promoted, reason if promoted else f"{reason}; kept but not promoted"
+
+
+def holdout_is_fair(champion: dict[str, Any], holdout: float | None) -> bool:
+    """Whether a champion (its manifest) can be measured fairly on the labeled holdout of
+    a run that holds out ``holdout`` of each file's rows: no row that run holds out was
+    in the champion's training data."""
+    return not _unfair(champion, holdout)
+
+
+def _unfair(champion: dict[str, Any], holdout: float | None) -> str:
+    """Why measuring ``champion`` on a run's holdout at fraction ``holdout`` would not be
+    fair, as a clause for the refusal line; "" when it would be.
+
+    A row is held out when a number drawn from its pixels alone is below the fraction
+    (core.labeled.holdout_mask), whatever file it is in. So a champion that held out at
+    least ``holdout`` trained only on rows at or above its fraction, none of which this
+    run holds out; and one that learned no labeled row is fair too. Any other champion
+    is not, even one that shares no file with the run by SHA-256: a file grown or
+    corrected in place is a new file that holds the champion's rows.
+    """
+    learned = sum(d["accepted"] - d["held_out"] for d in champion.get("labeled_data") or [])
+    theirs = champion.get("labeled_holdout")
+    if not learned or (holdout is not None and theirs is not None and theirs >= holdout):
+        return ""
+    return (
+        f", and it learned from labeled rows that this run holds out (it held out "
+        f"{theirs if theirs is not None else 'an unknown share'} of each file's rows, this "
+        f"run {holdout})"
+    )
+
+
+def _champion_manifest(models_dir: Location, current: dict[str, Any]) -> dict[str, Any]:
+    """The champion's manifest, or {} when it cannot be read (then it has no labeled
+    figures to compare with, and the MNIST gate still decides by champion.json)."""
+    try:
+        return read_manifest(models_dir / current["version"])
+    except ModelError:
+        return {}
+
+
+def _same_holdout(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two models' labeled holdout accuracies were measured on the same rows: the
+    same set of labeled files (by SHA-256) and the same holdout fraction."""
+    files = [{d["sha256"] for d in m.get("labeled_data") or []} for m in (a, b)]
+    return (
+        bool(files[0])
+        and files[0] == files[1]
+        and (a.get("labeled_holdout") == b.get("labeled_holdout"))
+    )
 
 
 def promote(models_dir: Location, version: str) -> dict[str, Any]:
@@ -463,7 +678,8 @@ def promote(models_dir: Location, version: str) -> dict[str, Any]:
 
 
 def list_versions(models_dir: Location) -> list[dict[str, Any]]:
-    """Every version, oldest first: version, created, test accuracy, champion mark.
+    """Every version, oldest first: version, created, test accuracy, labeled rows learned
+    from, champion mark.
 
     A broken ``champion.json`` marks no version; ``champion_version`` reports it.
     """
@@ -482,6 +698,10 @@ def list_versions(models_dir: Location) -> list[dict[str, Any]]:
                 "version": version_dir.name,
                 "created": manifest["created"],
                 "test_accuracy": manifest["test_accuracy"],
+                # Labeled rows it learned from: accepted, less those held out to measure it.
+                "labeled_rows": sum(
+                    d["accepted"] - d["held_out"] for d in manifest.get("labeled_data", [])
+                ),
                 "champion": bool(champion and champion["version"] == version_dir.name),
             }
         )

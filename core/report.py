@@ -1,5 +1,6 @@
 """What a published model carries besides its weights, and the report that describes it:
-the bundle (weights, config, curve, metrics, provenance) and the Markdown report."""
+the bundle (weights, config, curve, metrics, provenance, the labeled data's lineage) and
+the Markdown report."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import base64
 import json
 import platform
 import subprocess
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -20,7 +22,11 @@ PACKAGES = ("numpy", "prefect", "pandas", "pyarrow", "joblib")
 
 
 def model_bundle(
-    fit_path: Location, metrics_path: Location, data: dict[str, Any], fingerprint: str
+    fit_path: Location,
+    metrics_path: Location,
+    data: dict[str, Any],
+    fingerprint: str,
+    labeled_data: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any]:
     """The bundle of one trained and evaluated model, ready for ``registry.publish``."""
     record = safe_load(fit_path)
@@ -31,6 +37,7 @@ def model_bundle(
         "curve": record["curve"],
         "metrics": json.loads(metrics_path.read_text()),
         "data": data,
+        "labeled_data": list(labeled_data),
         "fingerprint": fingerprint,
         "packages": package_versions(),
         "git_commit": git_commit(),
@@ -83,13 +90,17 @@ def render_report(
     provenance: dict[str, Any] | None = None,
     plots_dir: Location | None = None,
 ) -> str:
-    """The human report in Markdown: headline metrics, promotion, configuration, per-class
-    table, plots.
+    """The human report in Markdown: headline metrics, promotion, configuration, data,
+    per-class table, plots.
 
     ``provenance`` holds what the Configuration section lists: ``preset``, ``config`` (a
     ``ModelConfig.to_dict()``), ``source_sha256`` (IDX checksums by file) and
-    ``code_digest``; any may be missing. Plots found in ``plots_dir`` are embedded.
+    ``code_digest``; and what the Data section lists: ``labeled_data`` (the bundle's),
+    ``labeled_leaked`` ({SHA-256: rows identical to an MNIST test image}) and
+    ``labeled_holdout`` (the fraction held out); any may be missing. Plots found in
+    ``plots_dir`` are embedded.
     """
+    labeled_accuracy = metrics.get("labeled_holdout_accuracy")
     lines = [
         f"# MNIST model {version}",
         "",
@@ -100,11 +111,17 @@ def render_report(
         f"| validation accuracy | {metrics['validation_accuracy']:.4f} |",
         f"| training seconds | {metrics['train_seconds']:.1f} |",
         f"| test images | {metrics['n_test']} |",
+        *(
+            [f"| labeled holdout accuracy | {labeled_accuracy:.4f} |"]
+            if labeled_accuracy is not None
+            else []
+        ),
         "",
         f"**Promotion:** {'promoted' if decision['promoted'] else 'not promoted'}: "
         f"{decision['reason']}.",
         "",
         *_configuration(provenance or {}),
+        *_data(metrics, provenance or {}),
         "## Per class",
         "",
         "| class | precision | recall | F1 | support |",
@@ -144,6 +161,42 @@ def _configuration(provenance: dict[str, Any]) -> list[str]:
     lines = ["## Configuration", "", "| setting | value |", "|---|---|"]
     lines += [f"| {name} | {_value(value)} |" for name, value in rows if value is not None]
     return [*lines, ""]
+
+
+def _data(metrics: dict[str, Any], provenance: dict[str, Any]) -> list[str]:
+    """The Data section: MNIST alone, or with each labeled file's lineage and accuracy."""
+    labeled = provenance.get("labeled_data") or []
+    lines = ["## Data", ""]
+    if not labeled:
+        return [*lines, "MNIST's training split only: no labeled data.", ""]
+    leaked = provenance.get("labeled_leaked") or {}
+    accuracy = metrics.get("labeled") or {}
+    holdout = provenance.get("labeled_holdout")
+    trained = sum(f["accepted"] - f["held_out"] for f in labeled)
+    held = sum(f["held_out"] for f in labeled)
+    n_leaked = sum(leaked.get(f["sha256"], 0) for f in labeled)
+    share = f" ({holdout:.0%} of each file, chosen by a hash of the row)" if holdout else ""
+    lines += [
+        f"MNIST's training split and {len(labeled)} labeled file(s): {trained} labeled rows "
+        f"trained on, {held} held out{share} for the labeled holdout accuracy. "
+        f"Leakage guard: {n_leaked} row(s) identical to an MNIST test image rejected.",
+        "",
+        "| file | SHA-256 | rows | accepted | rejected | identical to a test image | "
+        "held out | holdout accuracy |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for f in labeled:
+        acc = accuracy.get(f["source"])
+        lines.append(
+            f"| {_cell(f['source'])} | {f['sha256'][:12]} | {f['rows']} | {f['accepted']} | "
+            f"{f['rejected']} | {leaked.get(f['sha256'], 0)} | {f['held_out']} | "
+            f"{'-' if acc is None else f'{acc:.4f}'} |"
+        )
+    return [*lines, ""]
+
+
+def _cell(text: str) -> str:
+    return str(text).replace("\\", "\\\\").replace("|", "\\|")
 
 
 def _value(value: Any) -> str:

@@ -59,6 +59,9 @@ ENV_TIMEZONE = "MNIST_TIMEZONE"
 ENV_DASK_ADDRESS = "MNIST_DASK_ADDRESS"
 # On a work-pool worker: the checkout its runs start in (prefect.yaml's pull step).
 ENV_PIPELINE_HOME = "MNIST_PIPELINE_HOME"
+# The user's labeled data for training runs given no --labeled: paths, globs, store URLs
+# or store globs, separated by white space.
+ENV_LABELED = "MNIST_LABELED"
 
 DEFAULT_RETRY_DELAYS: tuple[float, ...] = (2.0, 5.0, 15.0)
 DOWNLOAD_GRACE_SECONDS = 10.0
@@ -165,6 +168,22 @@ def _retry_delays(text: str) -> tuple[float, ...]:
             f"{ENV_RETRY_DELAYS}={text!r}: expected seconds separated by commas, e.g. 2,5,15"
         )
     return delays
+
+
+def labeled_entries(given: Sequence[str] | None = None) -> list[str]:
+    """The labeled data a training run learns from beside MNIST: ``given`` (the
+    ``--labeled`` flags, or the flow's ``labeled`` parameter) when it is not None, even
+    empty; else ``MNIST_LABELED``, split on white space; else none."""
+    if given is not None:
+        return [given] if isinstance(given, str) else list(given)
+    return os.environ.get(ENV_LABELED, "").split()
+
+
+def check_fraction(name: str, value: float) -> float:
+    """``value`` if it is a number from 0 to 1; SettingsError naming ``name`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise SettingsError(f"{name} {value!r}: expected a fraction from 0 to 1, e.g. 0.1")
+    return float(value)
 
 
 def download_deadline() -> tuple[float, float]:

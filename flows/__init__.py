@@ -22,7 +22,10 @@ def submit_cached(
 ) -> PrefectFuture:
     """Submit ``task`` with content caching under the artifacts root, as run step ``step``."""
     options = cache_options(settings.results_dir, outputs, force)
-    return task.with_options(task_run_name=step, **options).submit(**kwargs)
+    # Braces escaped: Prefect formats a string task_run_name with the task's parameters,
+    # and a step may carry a user's file name ("convert labeled scan{1}.csv").
+    name = step.replace("{", "{{").replace("}", "}}")
+    return task.with_options(task_run_name=name, **options).submit(**kwargs)
 
 
 def report(futures: dict[str, PrefectFuture]) -> list[dict[str, Any]]:

@@ -1,14 +1,17 @@
-"""fit: determinism, the learning curve, early stopping, the split, the update rule, bad input."""
+"""fit: determinism, the learning curve, early stopping, the split, the update rule, bad input,
+uint8 pixels."""
 
 import math
+import tracemalloc
 
 import numpy as np
 import pytest
 
 from model.config import ModelConfig
 from model.network import backward, block_rows, forward, init_params, update
-from model.predict import predict_proba
 from model.train import (
+    PIXEL_MAX,
+    VALIDATION_CHUNK,
     EpochStats,
     TrainingDiverged,
     fit,
@@ -77,7 +80,7 @@ def test_learns_separable_data_and_reports_a_curve():
     assert result.train_seconds > 0 and result.config == SMALL
     # The reported validation accuracy is that of the returned weights.
     train_idx, val_idx = split_indices(len(y), SMALL.validation_fraction, seed_streams(0)[1])
-    val_acc = np.mean(predict_proba(result.params, X[val_idx]).argmax(1) == y[val_idx])
+    val_acc = np.mean(forward(result.params, X[val_idx])[-1].argmax(1) == y[val_idx])
     assert result.validation_accuracy == pytest.approx(val_acc)
 
 
@@ -134,7 +137,7 @@ def test_early_stopping_returns_the_best_epochs_weights():
     assert best["val_loss"] == min(row["val_loss"] for row in result.curve)
     assert result.validation_accuracy == best["val_accuracy"]
     _, val_idx = split_indices(200, cfg.validation_fraction, seed_streams(0)[1])
-    proba = predict_proba(result.params, X[val_idx])
+    proba = forward(result.params, X[val_idx])[-1]
     val_loss = -np.mean(np.log(proba[np.arange(len(val_idx)), y[val_idx]]))
     assert val_loss == pytest.approx(best["val_loss"], rel=1e-5)
 
@@ -195,9 +198,19 @@ def test_divergence_raises_instead_of_returning_nan_weights():
             r"X has dtype float64, expected float32",
         ),
         (
-            np.zeros((10, 20), np.uint8),
+            np.zeros((10, 20), np.uint16),
             np.zeros(10, int),
-            r"X has dtype uint8, expected float32 .*255",
+            r"X has dtype uint16, expected float32 .*255",
+        ),
+        (
+            np.zeros((10, 21), np.uint8),
+            np.zeros(10, int),
+            r"X has 21 features per row, expected 20",
+        ),
+        (
+            np.zeros((10, 4, 5), np.uint8),
+            np.zeros(10, int),
+            r"X must be 2-D \(n_samples, 20\), got 3-D shape \(10, 4, 5\)",
         ),
         ([[0.0] * 20] * 10, np.zeros(10, int), r"X must be a numpy array, got list"),
         (np.full((10, 20), 2.0, np.float32), np.zeros(10, int), r"X has values outside \[0, 1\]"),
@@ -252,3 +265,72 @@ def test_batches_spanning_several_blas_blocks_accumulate_the_gradient():
     for (W, b), (eW, eb) in zip(fit(X, y, cfg).params, expected, strict=True):
         np.testing.assert_allclose(W, eW, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(b, eb, rtol=1e-5, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- uint8 pixels
+
+
+def pixel_blobs(n=300, n_inputs=20, n_classes=3, seed=0):
+    """blobs() as uint8 pixels, and the same pixels as the float32 split holds them."""
+    X, y = blobs(n, n_inputs, n_classes, seed)
+    pixels = np.rint(X * 255).astype(np.uint8)
+    return pixels, (np.arange(256, dtype=np.float32) / np.float32(255))[pixels], y
+
+
+def test_pixel_scaling_is_the_splits_table():
+    # core.dataset.write_split stores pixel k as table[k]; fit divides each gathered uint8.
+    table = np.arange(256, dtype=np.float32) / np.float32(255)
+    out = np.empty(256, np.float32)
+    assert np.array_equal(np.divide(np.arange(256, dtype=np.uint8), PIXEL_MAX, out=out), table)
+
+
+def _rounded(curve):
+    return [{k: round(v, 4) for k, v in row.items() if k != "seconds"} for row in curve]
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},  # mini-batches
+        {"batch_size": None, "epochs": 3},  # full batch: one gather up front
+        {"early_stopping_patience": 1, "epochs": 8, "learning_rate": 0.5},
+        # More validation rows than one chunk: the uint8 rows are scaled chunk by chunk.
+        {"validation_fraction": 0.5, "epochs": 2},
+    ],
+)
+def test_uint8_pixels_train_like_the_float32_split(overrides):
+    n = 2 * VALIDATION_CHUNK + 500 if "validation_fraction" in overrides else 300
+    pixels, X, y = pixel_blobs(n=n)
+    cfg = ModelConfig(**{**SMALL.to_dict(), **overrides})
+    a, b = fit(X, y, cfg), fit(pixels, y, cfg)
+    for (Wa, ba), (Wb, bb) in zip(a.params, b.params, strict=True):
+        assert Wb.dtype == np.float32
+        np.testing.assert_allclose(Wb, Wa, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(bb, ba, rtol=1e-5, atol=1e-6)
+    assert _rounded(b.curve) == _rounded(a.curve)
+    assert (b.best_epoch, b.n_train, b.n_validation) == (a.best_epoch, a.n_train, a.n_validation)
+    assert b.validation_accuracy == pytest.approx(a.validation_accuracy, abs=1e-4)
+
+
+def test_uint8_pixels_are_never_copied_whole_as_float32():
+    # 20,000 rows of 784 pixels: 15.7 MB as uint8, 62.7 MB as float32. Besides X, fit
+    # holds the validation rows (uint8, 1/12 of X), a few (10, n) float32 arrays and
+    # one chunk of scaled validation rows: well under X's own size. Converting X (or
+    # just its training rows) to float32 anywhere would be 4x that.
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (20_000, 784), dtype=np.uint8)
+    y = rng.integers(0, 10, 20_000)
+    cfg = ModelConfig(epochs=1)
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        fit(pixels, y, cfg)
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        fit(pixels[:2000].astype(np.float32) / np.float32(255), y[:2000], cfg)
+        _, float_peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # NumPy reports its buffers to tracemalloc: the float32 fit's input shows (6.3 MB).
+    assert float_peak > 2000 * 784 * 4
+    assert peak < pixels.nbytes, f"fit's peak {peak / 1e6:.1f} MB >= X's {pixels.nbytes / 1e6} MB"

@@ -358,3 +358,214 @@ def test_a_file_of_the_version_that_cannot_be_written_is_named_in_the_version(
     assert published_error(tmp_path) == (
         "VERSION/model.joblib: could not write: no space left on the device"
     )
+
+
+# ----------------------------------------------------------------------------- the labeled gate
+# Issue 22: `--promote-on labeled` against a champion measured on another holdout. The
+# measure is the callback the promote step passes (core.evaluation's, tested with real
+# models in test_labeled_flow.py); here plain functions stand for it.
+
+
+def labeled_bundle(
+    accuracy: float, labeled_accuracy=None, files: tuple[str, ...] = (), holdout=None
+) -> dict:
+    """A bundle as the training flow publishes it: learned from labeled ``files`` (each 10
+    rows: 9 accepted, 2 of them held out), ``holdout`` of each held out."""
+    lineage = [
+        {"source": f"/in/{name}", "sha256": name[0] * 64, "rows": 10, "accepted": 9,
+         "rejected": 1, "held_out": 2}
+        for name in files
+    ]  # fmt: skip
+    made = bundle(accuracy)
+    made["metrics"] = {
+        "test_accuracy": accuracy, "labeled_holdout_accuracy": labeled_accuracy,
+        "labeled_rows": 7 * len(files), "labeled": {d["source"]: labeled_accuracy for d in lineage},
+    }  # fmt: skip
+    if files:
+        made["data"]["labeled_holdout"] = holdout
+    made["labeled_data"] = lineage
+    return made
+
+
+def champion_manifest(files: tuple[str, ...] = (), holdout=None, learned: bool = True) -> dict:
+    manifest = {"labeled_holdout": holdout, "labeled_data": []}
+    for name in files:
+        held_out = 2 if learned else 9
+        manifest["labeled_data"].append(
+            {"sha256": name[0] * 64, "accepted": 9, "held_out": held_out}
+        )
+    return manifest
+
+
+@pytest.mark.parametrize(
+    "champion, holdout, fair",
+    [
+        (champion_manifest(), 0.1, True),  # MNIST alone: it never saw a labeled row
+        (champion_manifest(("a.csv",), 0.1), 0.1, True),  # same share: same rows held out
+        (champion_manifest(("a.csv",), 0.2), 0.1, True),  # it held out more than we do
+        (champion_manifest(("a.csv",), 0.1), 0.2, False),  # it trained on some of ours
+        # No file in common by SHA-256 does not make it fair: a file grown in place is a
+        # new file that holds the champion's rows (test_the_fairness_rule_holds_row_by_row).
+        (champion_manifest(("z.csv",), 0.1), 0.2, False),
+        (champion_manifest(("a.csv",), None), 0.1, False),  # a share nobody recorded
+        (champion_manifest(("a.csv",), 0.1, learned=False), 0.5, True),  # learned no row
+    ],
+)
+def test_the_fairness_rule(champion, holdout, fair):
+    assert registry.holdout_is_fair(champion, holdout) is fair
+
+
+def test_the_fairness_rule_holds_row_by_row():
+    """Checked on real row keys: a file grows (a new SHA-256, the old rows in it); for
+    every pair of shares, the rule calls the comparison fair exactly when no row the new
+    run holds out was trained on by the champion, which learned from the old file."""
+    from core.labeled import holdout_mask, row_keys
+
+    rng = np.random.default_rng(0)
+    old = rng.integers(0, 256, size=(400, 784), dtype=np.uint8)
+    grown = np.concatenate([old, rng.integers(0, 256, size=(200, 784), dtype=np.uint8)])
+    old_keys, grown_keys = row_keys(old), row_keys(grown)
+    shares = (0.05, 0.1, 0.2, 0.5)
+    for theirs in shares:
+        trained = set(old_keys[~holdout_mask(old_keys, theirs)].tolist())
+        for ours in shares:
+            held_out = set(grown_keys[holdout_mask(grown_keys, ours)].tolist())
+            champion = champion_manifest(("old.csv",), theirs)
+            assert registry.holdout_is_fair(champion, ours) is (not trained & held_out), (
+                theirs, ours,
+            )  # fmt: skip
+
+
+def test_the_labeled_gate_measures_a_champion_of_mnist_alone(tmp_path):
+    champion = registry.publish(tmp_path, labeled_bundle(0.93), {})
+    registry.promote_if_not_worse(tmp_path, champion)
+    new = registry.publish(tmp_path, labeled_bundle(0.91, 0.55, ("a.csv",), 0.1), {})
+    asked = []
+
+    def measure(figure):
+        def measured(record):
+            asked.append(record["version"])
+            return figure
+
+        return measured
+
+    worse = registry.promote_if_not_worse(
+        tmp_path, new, gate="labeled", champion_holdout_accuracy=measure(0.6)
+    )
+    assert not worse["promoted"] and asked == [champion]
+    assert worse["reason"] == (
+        f"labeled holdout accuracy 0.5500 is lower than champion {champion}'s 0.6000 "
+        "(measured on this run's holdout; labeled gate, tolerance 0.0); test accuracy "
+        "0.9100, champion's 0.9300; kept but not promoted"
+    )
+    assert registry.promote_if_not_worse(
+        tmp_path, new, tolerance=0.1, gate="labeled", champion_holdout_accuracy=measure(0.6)
+    )["promoted"]
+    registry.promote(tmp_path, champion)
+    better = registry.promote_if_not_worse(
+        tmp_path, new, gate="labeled", champion_holdout_accuracy=measure(0.3921)
+    )
+    assert better["promoted"] and registry.champion_version(tmp_path) == new
+    assert better["reason"] == (
+        f"labeled holdout accuracy 0.5500 is not lower than champion {champion}'s 0.3921 "
+        "(measured on this run's holdout; labeled gate, tolerance 0.0); test accuracy "
+        "0.9100, champion's 0.9300"
+    )
+    assert json.loads((tmp_path / registry.CHAMPION).read_text())["reason"] == better["reason"]
+
+
+def test_the_labeled_gate_does_not_measure_when_it_need_not_or_must_not(tmp_path):
+    champion = registry.publish(tmp_path, labeled_bundle(0.93, 0.5, ("a.csv",), 0.1), {})
+    registry.promote_if_not_worse(tmp_path, champion)
+    asked = []
+
+    def measure(record):
+        asked.append(record["version"])
+        return 0.0
+
+    def gate(files, holdout, measure=measure):
+        new = registry.publish(tmp_path, labeled_bundle(0.9, 0.6, files, holdout), {})
+        return registry.promote_if_not_worse(
+            tmp_path, new, gate="labeled", champion_holdout_accuracy=measure
+        )
+
+    # The same holdout: the champion's recorded figure, in the same-holdout wording.
+    same = gate(("a.csv",), 0.1)
+    assert same["promoted"] and asked == []
+    assert same["reason"].startswith(
+        f"labeled holdout accuracy 0.6000 is not lower than champion {champion}'s 0.5000 "
+        "(labeled gate, tolerance 0.0)"
+    )
+    # It trained on rows this run holds out: refused in one line, never measured.
+    registry.promote(tmp_path, champion)
+    unfair = gate(("a.csv", "b.csv"), 0.2)
+    assert not unfair["promoted"] and asked == []
+    assert unfair["reason"] == (
+        "labeled gate: the champion was not measured on the same labeled holdout, and it "
+        "learned from labeled rows that this run holds out (it held out 0.1 of each file's "
+        "rows, this run 0.2), so the two cannot be compared; --force-promote promotes it anyway"
+    )
+    # Other files, a share no larger than the champion's: measured.
+    other = gate(("a.csv", "b.csv"), 0.1)
+    assert other["promoted"] and asked == [champion]
+    assert "(measured on this run's holdout; labeled gate" in other["reason"]
+    # No measure given (a caller without the run's files): the plain refusal.
+    registry.promote(tmp_path, champion)
+    alone = gate(("b.csv",), 0.1, measure=None)
+    assert not alone["promoted"]
+    assert alone["reason"] == (
+        "labeled gate: the champion was not measured on the same labeled holdout, so the two "
+        "cannot be compared; --force-promote promotes it anyway"
+    )
+
+
+def test_a_champion_that_cannot_be_measured_is_kept_in_one_line(tmp_path):
+    champion = registry.publish(tmp_path, labeled_bundle(0.93), {})
+    registry.promote_if_not_worse(tmp_path, champion)
+    path = tmp_path / champion / registry.BUNDLE
+    path.write_bytes(path.read_bytes()[:-1] + b"\0")
+    new = registry.publish(tmp_path, labeled_bundle(0.9, 0.6, ("a.csv",), 0.1), {})
+
+    def measure(record):
+        return registry.load(tmp_path, record["version"]).params and 0.1
+
+    decision = registry.promote_if_not_worse(
+        tmp_path, new, gate="labeled", champion_holdout_accuracy=measure
+    )
+    assert not decision["promoted"] and registry.champion_version(tmp_path) == champion
+    reason = decision["reason"]
+    assert reason.startswith(f"labeled gate: champion {champion} cannot be measured ({path}: ")
+    assert "SHA-256 does not match" in reason and "\n" not in reason
+    assert reason.endswith("; --force-promote promotes it anyway")
+    forced = registry.promote_if_not_worse(
+        tmp_path, new, force=True, gate="labeled", champion_holdout_accuracy=measure
+    )
+    assert forced["promoted"] and registry.champion_version(tmp_path) == new
+
+
+def test_the_measure_is_of_whichever_champion_is_current(s3_bucket):
+    """On a store, a promotion that lands while this one measures makes its write fail;
+    the decision is taken again, measuring the new champion."""
+    from core.storage import location
+
+    models = location(f"{s3_bucket}/root/models")
+    first = registry.publish(models, labeled_bundle(0.93), {})
+    registry.promote_if_not_worse(models, first)
+    winner = registry.publish(models, labeled_bundle(0.94), {})
+    new = registry.publish(models, labeled_bundle(0.9, 0.6, ("a.csv",), 0.1), {})
+    figures = {first: 0.2, winner: 0.7}
+    asked = []
+
+    def measure(record):
+        asked.append(record["version"])
+        if len(asked) == 1:  # another run promotes while this one measures
+            registry.promote(models, winner)
+        return figures[record["version"]]
+
+    decision = registry.promote_if_not_worse(
+        models, new, gate="labeled", champion_holdout_accuracy=measure
+    )
+    assert asked == [first, winner]
+    assert not decision["promoted"] and decision["previous"] == winner
+    assert f"lower than champion {winner}'s 0.7000 (measured" in decision["reason"]
+    assert registry.champion_version(models) == winner
