@@ -9,7 +9,7 @@ DEV_STAMP := $(VENV)/.installed-dev
 MIRROR ?=
 MIRROR_FLAG := $(if $(MIRROR),--mirror $(MIRROR),)
 
-.PHONY: setup setup-dev run stack test lint format bench-setup lock clean
+.PHONY: setup setup-dev run stack test lint postgresql format bench-setup lock clean
 
 # The runtime lock: what the product needs, with hashes (pip checks every download).
 # The locks are complete, so pip installs exactly them (--no-deps) and `pip check` proves
@@ -45,7 +45,25 @@ lint: setup-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: lint
+# The stack-on-PostgreSQL tests start a PostgreSQL of their own (tests/postgres.py) with
+# its server programs: where pg_ctl is missing (on PATH, or Debian's
+# /usr/lib/postgresql/*/bin), install Debian's postgresql if we can (root and apt-get, as
+# CI runs); otherwise those tests skip, saying why (and fail under CI=true).
+PG_PACKAGES := postgresql postgresql-contrib
+
+postgresql:
+	@if command -v pg_ctl >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then \
+		:; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing Debian's $(PG_PACKAGES) for the PostgreSQL tests"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y -q $(PG_PACKAGES) >/dev/null \
+			|| { apt-get update -q >/dev/null && apt-get install -y -q $(PG_PACKAGES) >/dev/null; }; \
+	else \
+		echo "no pg_ctl, and no root with apt-get to install PostgreSQL: its tests will be skipped"; \
+	fi
+
+test: lint postgresql
 	$(BIN)/pytest
 
 format: setup-dev

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from core.settings import ENV_ARTIFACTS, ENV_TIMEZONE, Settings, schedule_timezone
+from core.settings import ENV_ARTIFACTS, ENV_LABELED, ENV_TIMEZONE, Settings, schedule_timezone
 from core.storage import is_remote
 from flows.deployments import DEFAULT_PORT, NIGHTLY_CRON, SCORING, TRAINING
 
@@ -40,9 +40,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "stack",
         help="start a local Prefect server on 127.0.0.1 and serve the deployments",
         description="The one-command local stack: start `prefect server` on HOST:PORT "
-        "(its database and log in ARTIFACTS/.prefect-server, analytics off), wait until it "
-        "is healthy, then serve the deployments as `serve` does. Ctrl-C or SIGTERM stops "
-        "both. Point other shells at it with PREFECT_API_URL=http://127.0.0.1:PORT/api.",
+        "(its log in ARTIFACTS/.prefect-server, analytics off; its database the root's "
+        "ARTIFACTS/.prefect/prefect.db, which holds the root's CLI runs too, unless "
+        "--database), wait until it is healthy, then serve the deployments as `serve` does. "
+        "Ctrl-C or SIGTERM stops both. Meanwhile mnist-pipeline commands on this artifacts "
+        "root with no PREFECT_API_URL use it; point other shells and machines at it with "
+        "PREFECT_API_URL=http://127.0.0.1:PORT/api.",
     )
     stack.add_argument(
         "--port", type=int, default=DEFAULT_PORT, help=f"server port (default {DEFAULT_PORT})"
@@ -53,6 +56,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="address the server binds (default 127.0.0.1; 0.0.0.0 for every interface, "
         "and then the UI calls the API at the address it was loaded from). Any address "
         "but loopback needs PREFECT_SERVER_API_AUTH_STRING, or --no-auth",
+    )
+    stack.add_argument(
+        "--database",
+        metavar="URL",
+        help="the server's database, e.g. postgresql+asyncpg://USER:PASSWORD@HOST:5432/DB, "
+        "checked before the server starts (env PREFECT_SERVER_DATABASE_CONNECTION_URL, which "
+        "keeps a password out of `ps`; default: SQLite, ARTIFACTS/.prefect/prefect.db)",
     )
     stack.add_argument(
         "--no-auth",
@@ -86,6 +96,14 @@ def _add_schedule(parser: argparse.ArgumentParser) -> None:
         metavar="S",
         help="how often to ask the server for due runs (default: Prefect's, 10 s)",
     )
+    parser.add_argument(
+        "--labeled",
+        action="append",
+        metavar="PATH|GLOB|URL",
+        help=f"labeled digits the nightly {TRAINING} run learns from beside MNIST, e.g. an "
+        "inbox 'inbox/*.csv' or s3://bucket/labeled/*.csv (the deployment's default `labeled` "
+        f"parameter); repeat for several (default: each run's {ENV_LABELED}, if set)",
+    )
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -110,17 +128,20 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         return _usage_error("serve", exc)
     artifacts = Settings.from_env(artifacts=args.artifacts).artifacts
     _say(f"serving {TRAINING} and {SCORING} against {api}, artifacts {artifacts}")
-    serve(artifacts, timezone, args.cron, args.poll_seconds)
+    serve(artifacts, timezone, args.cron, args.poll_seconds, labeled=args.labeled)
     return EXIT_OK
 
 
 def _cmd_stack(args: argparse.Namespace) -> int:
+    from cli.backend import describe_database, embedded_database_url, stack_record
     from cli.stack import (
         WILDCARD_HOSTS,
+        check_database,
         configured_auth_string,
         is_loopback,
         listen_address,
         run_stack,
+        stack_database,
     )
     from flows.deployments import DeploymentError
 
@@ -142,6 +163,12 @@ def _cmd_stack(args: argparse.Namespace) -> int:
             "PREFECT_API_AUTH_STRING to the same); or pass --no-auth",
         )
 
+    database, source = stack_database(artifacts, args.database)
+    try:
+        version = check_database(database, source)
+    except DeploymentError as exc:
+        return _usage_error("stack", exc)
+
     def ready(api: str) -> None:
         where = api.removesuffix("/api")
         if args.host in WILDCARD_HOSTS:  # the API URL is this machine's loopback
@@ -150,6 +177,12 @@ def _cmd_stack(args: argparse.Namespace) -> int:
                 f"from this machine {where}"
             )
         _say(f"prefect server: {where} (log {artifacts}/.prefect-server)")
+        kind = f"PostgreSQL {version}" if version else "SQLite"
+        if database == embedded_database_url(artifacts):
+            kind += ", this root's run history, CLI runs included"
+        _say(f"database: {describe_database(database)} ({kind})")
+        _say(f"mnist-pipeline commands on this root without PREFECT_API_URL use it "
+             f"(recorded in {stack_record(artifacts)})")  # fmt: skip
         also = " PREFECT_API_AUTH_STRING=<the server's auth string>" if auth else ""
         _say(f"in other shells: export PREFECT_API_URL={api}{also}")
 
@@ -157,6 +190,7 @@ def _cmd_stack(args: argparse.Namespace) -> int:
         run_stack(
             args.port, artifacts, schedule_timezone(args.timezone), args.cron,
             poll_seconds=args.poll_seconds, on_ready=ready, host=args.host,
+            database=database, labeled=args.labeled,
         )  # fmt: skip
     except DeploymentError as exc:
         return _usage_error("stack", exc)

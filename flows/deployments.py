@@ -1,7 +1,9 @@
 """The deployments: nightly retraining and on-demand scoring, run by a real Prefect server.
 
 * ``mnist-training/nightly``: cron ``0 2 * * *`` in a chosen timezone (UTC by default), the
-  default preset, at most one run at a time (later runs wait their turn);
+  default preset, at most one run at a time (later runs wait their turn); with ``labeled``
+  entries (an inbox: ``serve --labeled 'inbox/*.csv'``), their default ``labeled``
+  parameter, so each night learns from what arrived;
 * ``mnist-scoring/batch``: no schedule; parameters ``inputs``, ``output_dir``, ``model``.
 
 Both flows have a timeout (``MNIST_TRAINING_TIMEOUT``, default 1 hour, and
@@ -29,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from core.settings import check_timezone, scoring_timeout, training_timeout
-from core.storage import is_remote, location
+from core.storage import is_remote, is_url, location
 
 if TYPE_CHECKING:  # Prefect is imported when used: the CLI sets its environment first
     from prefect.deployments.runner import RunnerDeployment
@@ -59,9 +61,13 @@ def check_schedule(cron: str, timezone: str) -> None:
 
 
 def build_deployments(
-    artifacts: Path, timezone: str = "UTC", cron: str = NIGHTLY_CRON
+    artifacts: Path,
+    timezone: str = "UTC",
+    cron: str = NIGHTLY_CRON,
+    labeled: list[str] | None = None,
 ) -> list[RunnerDeployment]:
-    """The two deployments, with ``artifacts`` (absolute) as their artifacts root."""
+    """The two deployments, with ``artifacts`` (absolute) as their artifacts root, and
+    ``labeled`` (local entries made absolute) as the nightly run's labeled data."""
     from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
     from prefect.schedules import Cron
     from prefect.types.entrypoint import EntrypointType
@@ -75,16 +81,22 @@ def build_deployments(
     scoring_timeout()
     root = location(artifacts)
     root = str(root if is_remote(root) else root.expanduser().resolve())
+    parameters = {"preset": "default", "artifacts": root}
+    if labeled:  # the inbox as seen from here: a run may start in another folder
+        parameters["labeled"] = [
+            e if is_url(e) else str(Path(e).expanduser().absolute()) for e in labeled
+        ]
+    inbox = f" and {' '.join(parameters['labeled'])}" if labeled else ""
     # Module entrypoints: a run imports flows.training wherever the serve process runs.
     nightly = training_flow.to_deployment(
         name=TRAINING.split("/")[1],
         schedules=[Cron(cron, timezone=timezone)],
-        parameters={"preset": "default", "artifacts": root},
+        parameters=parameters,
         # One training run per artifacts root: an overlapping run waits in AwaitingConcurrencySlot.
         concurrency_limit=ConcurrencyLimitConfig(
             limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE
         ),
-        description=f"Retrain on MNIST nightly and promote if no worse. Artifacts: {root}",
+        description=f"Retrain on MNIST{inbox} nightly and promote if no worse. Artifacts: {root}",
         tags=["mnist"],
         entrypoint_type=EntrypointType.MODULE_PATH,
     )
@@ -128,16 +140,23 @@ def serve(
     timezone: str = "UTC",
     cron: str = NIGHTLY_CRON,
     poll_seconds: float | None = None,
+    labeled: list[str] | None = None,
 ) -> None:
     """Register both deployments with the configured Prefect API and run their flow runs
-    from this process until SIGINT or SIGTERM.
+    from this process until SIGINT or SIGTERM, at most PREFECT_RUNNER_PROCESS_LIMIT (5
+    unless set) at once.
 
     Schedules stay active when this process stops, so the server keeps creating nightly
     runs, which start when a serve process or worker is back. ``poll_seconds`` is how
     often the server is asked for due runs (Prefect's PREFECT_RUNNER_POLL_FREQUENCY, 10 s,
-    by default).
+    by default). ``labeled``: the nightly run's labeled data (``build_deployments``).
     """
     from prefect import serve as prefect_serve
+    from prefect.settings import get_current_settings
 
-    deployments = build_deployments(artifacts, timezone, cron)
-    prefect_serve(*deployments, pause_on_shutdown=False, query_seconds=poll_seconds)
+    deployments = build_deployments(artifacts, timezone, cron, labeled)
+    # prefect.serve's own default is no limit: 43 runs triggered at once all started their
+    # flow processes at once on 2 cores (benchmarks/bench_load.py). A runner's limit is
+    # PREFECT_RUNNER_PROCESS_LIMIT (5 unless set); later runs wait their turn.
+    limit = get_current_settings().runner.process_limit
+    prefect_serve(*deployments, pause_on_shutdown=False, query_seconds=poll_seconds, limit=limit)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.postgres import postgres  # noqa: F401 (a fixture: a PostgreSQL for the session)
 from tests.support import (
     REAL_MNIST,
     FaultyMirror,
@@ -68,7 +69,7 @@ def prefect_api() -> Iterator[str]:
 
 # A test that needs one of these (or a fixture built on them) takes seconds: it is end to
 # end. `pytest -m "not e2e and not realdata"` is the quick loop.
-SERVERS = {"prefect_api", "s3_server"}
+SERVERS = {"prefect_api", "s3_server", "postgres"}
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` selects by marker

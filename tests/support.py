@@ -643,3 +643,58 @@ def states(stdout: str) -> dict[str, str]:
         if len(parts) == 3 and parts[1] in ("Completed", "Cached", "Failed"):
             rows[parts[0]] = parts[1]
     return rows
+
+
+# ----------------------------------------------------------------------------- the stack
+# A user's shell with no Prefect server configured, and `mnist-pipeline stack` in it.
+
+PREFECT_CLIENT_VARIABLES = (
+    "PREFECT_API_URL",
+    "PREFECT_API_AUTH_STRING",
+    "PREFECT_SERVER_API_AUTH_STRING",
+)
+
+
+def user_env(**extra: str) -> dict[str, str]:
+    """This process's environment without a Prefect API URL or auth string (a session
+    fixture may have set them), plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if k not in PREFECT_CLIENT_VARIABLES}
+    return {**env, **extra}
+
+
+class StackProcess:
+    """``mnist-pipeline stack --artifacts ARTIFACTS ARGS`` with exactly ``env``, in its own
+    process group; its stdout and stderr in files beside ``artifacts``."""
+
+    def __init__(self, artifacts: Path, *args: str, env: dict[str, str]) -> None:
+        self.out = artifacts.with_name(f"{artifacts.name}.stack.out")
+        self.err = artifacts.with_name(f"{artifacts.name}.stack.err")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "cli.main", "stack", "--artifacts", str(artifacts), *args],
+            cwd=REPO, env=env, stdout=self.out.open("w"), stderr=self.err.open("w"),
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+
+    def line(self, prefix: str, timeout: float = 180) -> str:
+        """The first stdout line starting with ``prefix``, once it is there."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in self.out.read_text().splitlines():
+                if line.startswith(prefix):
+                    return line
+            assert self.proc.poll() is None, self.err.read_text()
+            time.sleep(0.2)
+        raise AssertionError(f"no {prefix!r} line after {timeout} s: {self.err.read_text()}")
+
+    def stop(self) -> int | None:
+        """SIGTERM the stack (it stops its server itself); its exit code, None if it hangs."""
+        import signal
+
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def kill(self) -> None:
+        stop_process_group(self.proc)

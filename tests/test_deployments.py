@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from flows.deployments import NIGHTLY_CRON, SCORING, TRAINING, build_deployments
-from tests.conftest import run_cli
+from tests.conftest import run_cli, run_cli_process
 from tests.support import REPO, free_port, synthetic_digits, wait_healthy, write_mirror
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
@@ -315,7 +315,7 @@ def test_stack_serves_overlapping_training_runs_one_at_a_time_and_stops_cleanly(
         with temporary_settings(updates={PREFECT_API_URL: api}):
             wait_healthy(f"{api}/health", timeout=180, proc=spawned.proc)
             wait_for_deployments(spawned)
-            assert (artifacts / ".prefect-server" / "prefect.db").is_file()
+            assert (artifacts / ".prefect" / "prefect.db").is_file()
             # The UI is told to call the API on the stack's own port (issue 16).
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/ui-settings") as answer:
                 assert json.load(answer)["api_url"] == api
@@ -382,10 +382,10 @@ def test_stack_on_a_busy_port_says_so(tmp_path):
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        done = run_cli("stack", "--port", str(port), "--artifacts", str(tmp_path))
+        done = run_cli_process("stack", "--port", str(port), "--artifacts", str(tmp_path))
     assert done.returncode == 2
     assert f"mnist-pipeline stack: error: port {port} on 127.0.0.1 is in use" in done.stderr
-    assert not (tmp_path / ".prefect-server" / "prefect.db").exists()
+    assert not (tmp_path / ".prefect" / "prefect.db").exists()
 
 
 def test_deployments_carry_the_absolute_artifacts_root_and_the_schedule(tmp_path, monkeypatch):
@@ -405,7 +405,7 @@ def test_deployments_carry_the_absolute_artifacts_root_and_the_schedule(tmp_path
 
 
 def test_serve_rejects_an_unknown_timezone(tmp_path):
-    done = run_cli("serve", "--artifacts", str(tmp_path), "--timezone", "Mars/Olympus")
+    done = run_cli_process("serve", "--artifacts", str(tmp_path), "--timezone", "Mars/Olympus")
     assert done.returncode == 2
     assert "unknown timezone 'Mars/Olympus'" in done.stderr
     assert "Traceback" not in done.stderr

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from flows.deployments import SCORING, TRAINING
-from tests.support import REPO, free_port, write_mirror
+from tests.support import REPO, free_port, run_cli, write_mirror
 
 AUTH_VARIABLES = ("PREFECT_SERVER_API_AUTH_STRING", "PREFECT_API_AUTH_STRING", "PREFECT_API_URL")
 
@@ -31,6 +31,8 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 def cli(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
+    """``mnist-pipeline ARGS`` in a process of its own with exactly ``env``: for ``stack``
+    and ``serve``, which start servers and own the signals."""
     return subprocess.run(
         [sys.executable, "-m", "cli.main", *args],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout,
@@ -76,6 +78,7 @@ class Stack:
         self.proc.wait(timeout=30)
 
 
+@pytest.mark.e2e  # a process each: the refusal must come before any server is started
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.1"])
 def test_a_stack_beyond_loopback_without_an_auth_string_refuses_to_start(tmp_path, host):
     # It started without a word, and then anyone on the network could run code here.
@@ -108,7 +111,7 @@ def test_a_stack_with_no_auth_starts_and_says_where_it_listens(tmp_path):
 
 
 @pytest.mark.e2e
-def test_a_stack_with_an_auth_string_serves_its_clients_and_refuses_others(tmp_path):
+def test_a_stack_with_an_auth_string_serves_its_clients_and_refuses_others(tmp_path, monkeypatch):
     from prefect import get_client
     from prefect.deployments import run_deployment
     from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
@@ -142,12 +145,15 @@ def test_a_stack_with_an_auth_string_serves_its_clients_and_refuses_others(tmp_p
             )  # fmt: skip
             assert run.state.is_completed(), (run.state, stack.err.read_text())
 
-        # A client without the string, or with a wrong one: one line, exit 1.
+        # A client without the string, or with a wrong one: one line, exit 1. `train` runs
+        # in this process (tests.support.run_cli), which has no auth string of its own.
+        for variable in ("PREFECT_SERVER_API_AUTH_STRING", "PREFECT_API_AUTH_STRING"):
+            monkeypatch.delenv(variable, raising=False)
         for client_env, reason in (
             ({}, "PREFECT_API_AUTH_STRING is not set: set it to"),
             ({"PREFECT_API_AUTH_STRING": "wrong"}, "PREFECT_API_AUTH_STRING does not match"),
         ):
-            done = cli("train", *data, env=clean_env(PREFECT_API_URL=api, **client_env))
+            done = run_cli("train", *data, env={"PREFECT_API_URL": api, **client_env})
             assert done.returncode == 1, done.stderr
             (line,) = done.stderr.strip().splitlines()
             assert line == (
@@ -159,8 +165,8 @@ def test_a_stack_with_an_auth_string_serves_its_clients_and_refuses_others(tmp_p
         assert done.returncode == 2, done.stderr
         (line,) = done.stderr.strip().splitlines()
         assert line.startswith(f"mnist-pipeline serve: error: the Prefect API at {api} refused")
-        done = cli(
-            "train", *data, env=clean_env(PREFECT_API_URL=api, PREFECT_API_AUTH_STRING=secret)
+        done = run_cli(
+            "train", *data, env={"PREFECT_API_URL": api, "PREFECT_API_AUTH_STRING": secret}
         )
         assert done.returncode == 0, done.stderr
         assert stack.stop() == 143, stack.err.read_text()
