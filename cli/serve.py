@@ -181,6 +181,11 @@ def _cmd_stack(args: argparse.Namespace) -> int:
         if database == embedded_database_url(artifacts):
             kind += ", this root's run history, CLI runs included"
         _say(f"database: {describe_database(database)} ({kind})")
+        if not version:  # measured: benchmarks/README.md, "Load (issue 23)"
+            _say('warning: SQLite refuses some runs when dozens are triggered at once '
+                 '("database is locked", HTTP 503; 1 to 3 of 43 in benchmarks/README.md, '
+                 "Load): for a team, use --database postgresql+asyncpg://USER:PASSWORD@HOST"
+                 ":PORT/DB")  # fmt: skip
         _say(f"mnist-pipeline commands on this root without PREFECT_API_URL use it "
              f"(recorded in {stack_record(artifacts)})")  # fmt: skip
         also = " PREFECT_API_AUTH_STRING=<the server's auth string>" if auth else ""

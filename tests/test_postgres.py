@@ -162,6 +162,7 @@ def test_a_stack_on_postgresql_runs_the_training_deployment(tmp_path, postgres: 
             timeout=300,
         )  # fmt: skip
         assert done.returncode == 0, done.stdout + done.stderr + stack.err.read_text()
+        assert "warning:" not in stack.out.read_text()  # SQLite's, not PostgreSQL's
         # The run is in PostgreSQL, and the root's SQLite file was never made.
         states = postgres.sql("SELECT state_type FROM flow_run WHERE state_type = 'COMPLETED'",
                               database="prefect")  # fmt: skip

@@ -151,6 +151,8 @@ def test_cli_commands_use_the_running_stack_and_its_ui_shows_every_run_of_the_ro
             f"database: {artifacts / '.prefect' / 'prefect.db'} "
             "(SQLite, this root's run history, CLI runs included)"
         )
+        # SQLite's measured limit under load, said where a team starts its server.
+        assert "use --database postgresql+asyncpg://" in stack.line("warning: SQLite refuses")
         record = json.loads(stack_record(artifacts).read_text())
         assert record == {"api": api, "pid": stack.proc.pid, "auth": False}
         # Its UI shows the run made before it started.
