@@ -61,8 +61,9 @@ def assert_invariants(result: LoadResult, refused: int = 0) -> None:
 def test_a_stack_on_sqlite_under_a_burst_of_runs_loses_nothing(tmp_path, mirror, pool):
     # SQLite answers a burst of run creations "database is locked" (HTTP 503), and a
     # creation may be refused even after the client's retries (2 of 43 in the benchmark):
-    # the trigger then fails loudly. What was created must still all complete.
-    assert_invariants(run_load(small_load(mirror), tmp_path, pool), refused=7)
+    # the trigger then fails loudly. What was created must still all complete, and a
+    # burst of 7 is not where SQLite refuses most of them.
+    assert_invariants(run_load(small_load(mirror), tmp_path, pool), refused=2)
 
 
 def test_a_stack_on_postgresql_under_a_burst_of_runs_loses_nothing(
