@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from core.errors import PipelineError
-from core.files import atomic_write_text
+from core.files import atomic_write_text, pid_alive
 from core.storage import is_remote
 
 # Either name sets the server's database (the second is Prefect's legacy alias).
@@ -96,7 +96,7 @@ def running_stack(artifacts: Path) -> dict[str, Any] | None:
         api, pid = str(record["api"]), int(record["pid"])
     except (ValueError, KeyError, TypeError):
         record = None
-    if record is not None and _alive(pid) and _answers(api, STACK_PROBE_SECONDS):
+    if record is not None and pid_alive(pid) and _answers(api, STACK_PROBE_SECONDS):
         return record
     try:  # unless a new stack has replaced it meanwhile
         if path.read_text() == text:
@@ -104,16 +104,6 @@ def running_stack(artifacts: Path) -> dict[str, Any] | None:
     except OSError:
         pass
     return None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's live process
-        pass
-    return True
 
 
 @contextmanager

@@ -106,7 +106,7 @@ def _remove_abandoned_once(folder: Path, host: str) -> None:
         if key in _SWEPT:
             return
         _SWEPT.add(key)
-    _remove_temporaries(folder, host, lambda pid: not _alive(pid))
+    _remove_temporaries(folder, host, lambda pid: not pid_alive(pid))
 
 
 def remove_own_temporaries() -> None:
@@ -136,7 +136,8 @@ _SWEPT: set[tuple[int, str]] = set()  # (pid, folder) already swept
 _SWEPT_LOCK = threading.Lock()
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host (one of another user's counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

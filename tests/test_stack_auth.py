@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from flows.deployments import SCORING, TRAINING
-from tests.support import REPO, free_port, run_cli, write_mirror
+from tests.support import REPO, StackProcess, free_port, run_cli, write_mirror
 
 AUTH_VARIABLES = ("PREFECT_SERVER_API_AUTH_STRING", "PREFECT_API_AUTH_STRING", "PREFECT_API_URL")
 
@@ -37,45 +35,6 @@ def cli(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.Com
         [sys.executable, "-m", "cli.main", *args],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout,
     )  # fmt: skip
-
-
-class Stack:
-    """``mnist-pipeline stack ARGS`` in its own process group, its output in files."""
-
-    def __init__(self, tmp_path: Path, *args: str, env: dict[str, str]) -> None:
-        self.out, self.err = tmp_path / "stack.out", tmp_path / "stack.err"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cli.main", "stack", "--artifacts", str(tmp_path / "art"),
-             *args],
-            cwd=REPO, env=env, stdout=self.out.open("w"), stderr=self.err.open("w"),
-            stdin=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
-
-    def line(self, prefix: str, timeout: float = 180) -> str:
-        """The first stdout line starting with ``prefix``, once it is there."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for line in self.out.read_text().splitlines():
-                if line.startswith(prefix):
-                    return line
-            assert self.proc.poll() is None, self.err.read_text()
-            time.sleep(0.2)
-        raise AssertionError(f"no {prefix!r} line after {timeout} s: {self.err.read_text()}")
-
-    def stop(self) -> int | None:
-        """SIGTERM the stack (it stops its server itself); None if it did not exit."""
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            return None
-
-    def kill(self) -> None:
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait(timeout=30)
 
 
 @pytest.mark.e2e  # a process each: the refusal must come before any server is started
@@ -97,7 +56,7 @@ def test_a_stack_beyond_loopback_without_an_auth_string_refuses_to_start(tmp_pat
 def test_a_stack_with_no_auth_starts_and_says_where_it_listens(tmp_path):
     # It printed http://127.0.0.1:PORT for a server listening on every interface.
     port = free_port()
-    stack = Stack(tmp_path, "--host", "0.0.0.0", "--port", str(port), "--no-auth",
+    stack = StackProcess(tmp_path / "art", "--host", "0.0.0.0", "--port", str(port), "--no-auth",
                   env=clean_env())  # fmt: skip
     try:
         line = stack.line("prefect server: ")
@@ -120,8 +79,8 @@ def test_a_stack_with_an_auth_string_serves_its_clients_and_refuses_others(tmp_p
     checksums = write_mirror(tmp_path / "mirror")
     port = free_port()
     api = f"http://127.0.0.1:{port}/api"
-    stack = Stack(
-        tmp_path, "--host", "0.0.0.0", "--port", str(port), "--poll-seconds", "1",
+    stack = StackProcess(
+        tmp_path / "art", "--host", "0.0.0.0", "--port", str(port), "--poll-seconds", "1",
         env=clean_env(PREFECT_SERVER_API_AUTH_STRING=secret, MNIST_CHECKSUMS_FILE=str(checksums)),
     )  # fmt: skip
     data = ["--mirror", str(tmp_path / "mirror"), "--checksums", str(checksums),
