@@ -25,6 +25,7 @@ import hashlib
 import os
 import re
 import secrets
+import shutil
 import socket
 import tempfile
 import threading
@@ -238,3 +239,12 @@ def is_intact(path: Location) -> bool:
         return sha256_file(path) == recorded
     except FileNotFoundError:
         return False
+
+
+def copy_file(source: Location, dest: Location) -> str:
+    """Copy ``source`` to ``dest`` (either local or on a store), atomically; the SHA-256
+    of the bytes written."""
+    with atomic_path(dest) as tmp:
+        with store_errors(source, "read"), source.open("rb") as src, open(tmp, "wb") as out:
+            shutil.copyfileobj(src, out, 1 << 20)
+        return sha256_file(tmp)

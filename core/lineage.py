@@ -5,13 +5,12 @@ rejects. Prefect-free; reaches no model code, so a conversion step can use it.""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Sequence
 from typing import Any
 
-from core.files import atomic_path, seal
+from core.files import copy_file, seal
 from core.scoring.jobs import input_stem
-from core.storage import Location, location, store_errors
+from core.storage import Location, location
 
 REJECTS_DIR = "rejects"
 
@@ -72,10 +71,3 @@ def keep_rejects(
             {"file": record["source"], "rejected": record["rejected"], "rejects": str(copy)}
         )
     return kept
-
-
-def copy_file(source: Location, dest: Location) -> None:
-    """Copy ``source`` to ``dest`` (either local or on a store), atomically."""
-    with atomic_path(dest) as tmp:
-        with store_errors(source, "read"), source.open("rb") as src, open(tmp, "wb") as out:
-            shutil.copyfileobj(src, out, 1 << 20)

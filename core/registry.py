@@ -40,6 +40,7 @@ from core.files import (
     OutputWriteError,
     atomic_path,
     atomic_write_text,
+    copy_file,
     fsync,
     seal,
     sha256_file,
@@ -125,10 +126,7 @@ def _write_version(folder: Location, bundle: dict[str, Any], extra: dict[str, Lo
         joblib.dump(bundle, tmp)
         files = {BUNDLE: sha256_file(tmp)}
     for name, source in extra.items():
-        with atomic_path(folder / name) as tmp:
-            with store_errors(source, "read"), source.open("rb") as src, open(tmp, "wb") as out:
-                shutil.copyfileobj(src, out, 1 << 20)
-            files[name] = sha256_file(tmp)
+        files[name] = copy_file(source, folder / name)
     # Last: on a store, until the manifest is there, the version does not exist for anyone.
     atomic_write_text(folder / MANIFEST, _manifest_text(bundle, dict(sorted(files.items()))))
 

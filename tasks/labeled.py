@@ -15,9 +15,8 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 
 from core.code_digest import INGEST_PACKAGES
-from core.files import is_intact, seal
+from core.files import copy_file, is_intact, seal
 from core.labeled import LabeledDataError, convert_labeled
-from core.lineage import copy_file
 from core.scoring.summary import REJECTS_SHOWN, rejects_report
 from core.storage import location, store_errors
 from tasks import CodeDigest

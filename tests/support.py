@@ -645,6 +645,19 @@ def states(stdout: str) -> dict[str, str]:
     return rows
 
 
+def forget_deployment(name: str) -> None:
+    """Delete deployment ``name`` from the configured server, if it is there, so that its
+    schedule (and the runs it planned) cannot reach other tests' deployments."""
+    from prefect import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.delete_deployment(client.read_deployment_by_name(name).id)
+        except ObjectNotFound:
+            pass
+
+
 # ----------------------------------------------------------------------------- the stack
 # A user's shell with no Prefect server configured, and `mnist-pipeline stack` in it.
 

@@ -588,7 +588,7 @@ def test_the_nightly_deployment_takes_a_labeled_parameter(prefect_api, mirror, t
     from prefect.exceptions import ObjectNotFound
 
     from flows.deployments import TRAINING
-    from tests.support import REPO, stop_process_group
+    from tests.support import REPO, forget_deployment, stop_process_group
 
     artifacts = tmp_path / "artifacts"
     inbox = write_csv(tmp_path / "inbox" / "a.csv", labeled_rows(30, seed=5)).parent
@@ -636,9 +636,4 @@ def test_the_nightly_deployment_takes_a_labeled_parameter(prefect_api, mirror, t
         assert [d["source"] for d in lineage] == [str(other)]
     finally:
         stop_process_group(proc)
-        # Its schedule (and the runs it planned) must not reach other tests' deployments.
-        with get_client(sync_client=True) as client:
-            try:
-                client.delete_deployment(client.read_deployment_by_name(TRAINING).id)
-            except ObjectNotFound:
-                pass
+        forget_deployment(TRAINING)

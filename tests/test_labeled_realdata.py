@@ -27,7 +27,7 @@ from core.labeled import holdout_data
 from flows.deployments import TRAINING
 from model.predict import predict_proba_pixels
 from tests.conftest import run_cli
-from tests.support import REAL_MNIST, REPO, copy_root, stop_process_group
+from tests.support import REAL_MNIST, REPO, copy_root, forget_deployment, stop_process_group
 
 pytestmark = [pytest.mark.realdata, pytest.mark.usefixtures("prefect_api")]
 
@@ -85,8 +85,6 @@ def accuracy_on(models: Path, version: str, X: np.ndarray, y: np.ndarray) -> flo
 
 
 def test_the_nightly_run_learns_new_digits_from_the_inbox(real_mnist_champion, tmp_path):
-    from prefect import get_client
-    from prefect.exceptions import ObjectNotFound
 
     real_root, _ = real_mnist_champion
     artifacts = copy_root(real_root, tmp_path / "artifacts")
@@ -168,9 +166,4 @@ def test_the_nightly_run_learns_new_digits_from_the_inbox(real_mnist_champion, t
         assert sorted(p.name for p in models.iterdir() if p.is_dir()) == versions
     finally:
         stop_process_group(proc)
-        # Its schedule must not reach other tests' deployments on this server.
-        with get_client(sync_client=True) as client:
-            try:
-                client.delete_deployment(client.read_deployment_by_name(TRAINING).id)
-            except ObjectNotFound:
-                pass
+        forget_deployment(TRAINING)
