@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import gzip
 import hashlib
 import http.server
 import io
 import logging
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -467,8 +470,34 @@ def wait_healthy(url: str, timeout: float, proc: subprocess.Popen | None = None)
     raise TimeoutError(f"{url} not healthy after {timeout} s")
 
 
+@functools.cache  # one per test process: the migrations take ~10 s of CPU
+def _migrated_database() -> Path:
+    home = Path(tempfile.mkdtemp(prefix="mnist-tests-prefect-db-"))
+    env = {**user_env(), "PREFECT_HOME": str(home)}
+    env.pop("PREFECT_SERVER_DATABASE_CONNECTION_URL", None)
+    subprocess.run(
+        [sys.executable, "-m", "prefect", "server", "database", "upgrade", "-y"],
+        env=env, check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+    return home / "prefect.db"
+
+
+def seed_database(database: Path) -> Path:
+    """Put at ``database`` (unless a file is there) a copy of a SQLite database that this
+    Prefect version's migrations have already made. A server's first start on a new
+    database spends ~8 s of CPU migrating it, and most tests start a server only to use
+    it. Tests whose point is that first start (test_backend's migration tests) leave their
+    database new."""
+    if not database.exists():
+        database.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(_migrated_database(), database)
+    return database
+
+
 def start_prefect_server(home: Path, log: Path) -> tuple[subprocess.Popen, str]:
-    """Start ``prefect server start`` on a free loopback port; return (process, api url)."""
+    """Start ``prefect server start`` on a free loopback port, on a migrated database
+    (``seed_database``) under ``home``; return (process, api url)."""
+    seed_database(home / "prefect.db")
     port = free_port()
     env = {**os.environ, "PREFECT_HOME": str(home)}
     env.pop("PREFECT_API_URL", None)
@@ -680,6 +709,8 @@ class StackProcess:
     process group; its stdout and stderr in files beside ``artifacts``."""
 
     def __init__(self, artifacts: Path, *args: str, env: dict[str, str]) -> None:
+        if "--database" not in args and "PREFECT_SERVER_DATABASE_CONNECTION_URL" not in env:
+            seed_database(artifacts / ".prefect" / "prefect.db")
         self.out = artifacts.with_name(f"{artifacts.name}.stack.out")
         self.err = artifacts.with_name(f"{artifacts.name}.stack.err")
         self.proc = subprocess.Popen(

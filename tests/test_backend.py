@@ -24,7 +24,7 @@ from cli.backend import (
     embedded_database_url,
     in_process_backend,
 )
-from tests.support import REPO, run_cli
+from tests.support import REPO, run_cli, seed_database
 
 # --- which backend: the user's profile, else the embedded server under the artifacts root
 
@@ -146,6 +146,7 @@ def test_the_embedded_server_has_recorded_every_task_run_before_it_stops(
     # warm `train` runs printed tracebacks at exit); the count was then below 40.
     env = _user_env(tmp_path / "home")
     env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
+    seed_database(tmp_path / "prefect-home" / "prefect.db")
     done = subprocess.run(
         [sys.executable, "-c", _BACKLOG_SCRIPT], cwd=REPO, env=env,
         capture_output=True, text=True, timeout=600,
@@ -207,35 +208,6 @@ def test_an_api_that_refuses_this_client_is_one_line(mirror: tuple[Path, Path], 
     ]
 
 
-@pytest.mark.e2e
-def test_commands_started_together_on_a_fresh_root_take_turns_migrating_its_database(
-    mirror: tuple[Path, Path], tmp_path: Path
-) -> None:
-    # Both embedded servers migrated artifacts/.prefect/prefect.db at once, and one of the
-    # commands printed ~110 lines of uvicorn traceback (NoSuchTableError, or KeyError
-    # ix_artifact__task_run_state_id), though all exited 0.
-    env = _user_env(tmp_path / "home")
-    env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
-    argv = [sys.executable, "-m", "cli.main", "train", "--mirror", str(mirror[0]),
-            "--checksums", str(mirror[1]), "--artifacts", str(tmp_path / "artifacts")]  # fmt: skip
-    logs = [tmp_path / f"train-{i}.log" for i in range(3)]
-    commands = [
-        subprocess.Popen(argv, cwd=REPO, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
-        for log in logs
-    ]
-    try:
-        codes = [command.wait(timeout=600) for command in commands]
-    finally:
-        for command in commands:
-            if command.poll() is None:
-                command.kill()
-                command.wait(timeout=30)
-    outputs = [log.read_text() for log in logs]
-    for code, output in zip(codes, outputs, strict=True):
-        assert code == 0, output
-        assert "Traceback" not in output, output
-
-
 def _waits_for_a_lock(pid: int) -> bool:
     """True if process ``pid`` is blocked on a file lock (a ``->`` line of /proc/locks)."""
     for line in Path("/proc/locks").read_text().splitlines():
@@ -247,37 +219,50 @@ def _waits_for_a_lock(pid: int) -> bool:
 
 @pytest.mark.e2e
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/locks")
-def test_the_first_start_on_a_database_waits_for_its_lock(
+def test_commands_started_together_on_a_fresh_root_take_turns_migrating_its_database(
     mirror: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    # The race above happens only some of the time; this shows the turn-taking every time:
-    # while another command holds the lock, a command does not start its server.
+    # Embedded servers started together migrated artifacts/.prefect/prefect.db at once, and
+    # one of the commands printed ~110 lines of uvicorn traceback (NoSuchTableError, or
+    # KeyError ix_artifact__task_run_state_id), though all exited 0. That race happens only
+    # some of the time; holding the lock here shows the turn-taking every time: while
+    # another holds it, no command starts its server. Then all three take their turns.
     import fcntl
 
     env = _user_env(tmp_path / "home")
     env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
     database = tmp_path / "artifacts" / ".prefect" / "prefect.db"
     database.parent.mkdir(parents=True)
-    log = tmp_path / "train.log"
-    with open(f"{database}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        command = subprocess.Popen(
-            [sys.executable, "-m", "cli.main", "train", "--mirror", str(mirror[0]),
-             "--checksums", str(mirror[1]), "--artifacts", str(tmp_path / "artifacts")],
-            cwd=REPO, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        try:
+    argv = [sys.executable, "-m", "cli.main", "train", "--mirror", str(mirror[0]),
+            "--checksums", str(mirror[1]), "--artifacts", str(tmp_path / "artifacts")]  # fmt: skip
+    logs = [tmp_path / f"train-{i}.log" for i in range(3)]
+    commands = []
+    try:
+        with open(f"{database}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            commands = [
+                subprocess.Popen(argv, cwd=REPO, env=env, stdout=log.open("w"),
+                                 stderr=subprocess.STDOUT)
+                for log in logs
+            ]  # fmt: skip
             deadline = time.monotonic() + 180
-            while not (_waits_for_a_lock(command.pid) or database.exists()):
-                assert command.poll() is None and time.monotonic() < deadline, log.read_text()
-                time.sleep(0.05)
-            assert not database.exists(), "the server started without the lock"
-            assert "Starting temporary server" not in log.read_text()
-        except BaseException:
-            command.kill()
-            command.wait(timeout=30)
-            raise
-    assert command.wait(timeout=300) == 0, log.read_text()
+            for command, log in zip(commands, logs, strict=True):
+                while not (_waits_for_a_lock(command.pid) or database.exists()):
+                    assert command.poll() is None and time.monotonic() < deadline, log.read_text()
+                    time.sleep(0.05)
+            assert not database.exists(), "a server started without the lock"
+            for log in logs:
+                assert "Starting temporary server" not in log.read_text()
+        codes = [command.wait(timeout=600) for command in commands]
+    finally:
+        for command in commands:
+            if command.poll() is None:
+                command.kill()
+                command.wait(timeout=30)
+    for code, log in zip(codes, logs, strict=True):
+        output = log.read_text()
+        assert code == 0, output
+        assert "Traceback" not in output, output
     assert (
         (tmp_path / "artifacts" / ".prefect" / "prefect.db.lock")
         .read_text()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import REPO
+from tests.support import REPO, seed_database
 
 
 def _user_env(home: Path) -> dict[str, str]:
@@ -28,6 +28,7 @@ def test_the_summary_is_the_last_thing_printed_and_names_the_absolute_root(
 ) -> None:
     workdir = tmp_path / "elsewhere"
     workdir.mkdir()
+    seed_database(workdir / "arts" / ".prefect" / "prefect.db")
     # stdout and stderr into one pipe, as a terminal shows them; a relative root, from
     # a folder that is not the checkout.
     done = subprocess.run(

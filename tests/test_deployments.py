@@ -7,12 +7,14 @@ to the flow-run processes; after a stop, no process with the marker may be left.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -26,7 +28,14 @@ import pytest
 
 from flows.deployments import NIGHTLY_CRON, SCORING, TRAINING, build_deployments
 from tests.conftest import run_cli, run_cli_process
-from tests.support import REPO, free_port, synthetic_digits, wait_healthy, write_mirror
+from tests.support import (
+    REPO,
+    free_port,
+    seed_database,
+    synthetic_digits,
+    wait_healthy,
+    write_mirror,
+)
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -300,6 +309,7 @@ def test_stack_serves_overlapping_training_runs_one_at_a_time_and_stops_cleanly(
 
     port = free_port()
     artifacts = tmp_path / "artifacts"
+    database = seed_database(artifacts / ".prefect" / "prefect.db")
     spawned = Spawned(
         [sys.executable, "-m", "cli.main", "stack", "--port", str(port),
          "--artifacts", str(artifacts), "--poll-seconds", "1"],
@@ -315,7 +325,6 @@ def test_stack_serves_overlapping_training_runs_one_at_a_time_and_stops_cleanly(
         with temporary_settings(updates={PREFECT_API_URL: api}):
             wait_healthy(f"{api}/health", timeout=180, proc=spawned.proc)
             wait_for_deployments(spawned)
-            assert (artifacts / ".prefect" / "prefect.db").is_file()
             # The UI is told to call the API on the stack's own port (issue 16).
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/ui-settings") as answer:
                 assert json.load(answer)["api_url"] == api
@@ -335,6 +344,10 @@ def test_stack_serves_overlapping_training_runs_one_at_a_time_and_stops_cleanly(
             histories = [wait_final(run.id) for run in runs]
         for history in histories:
             assert history[-1][0] == "Completed", histories
+        # The stack's history is the root's own database.
+        with contextlib.closing(sqlite3.connect(database)) as db:
+            recorded = {row[0] for row in db.execute("SELECT id FROM flow_run")}
+        assert {str(run.id) for run in runs} <= recorded, recorded
         assert "AwaitingConcurrencySlot" in [name for h in histories for name, _ in h]
         first, second = sorted(histories, key=lambda h: started(h))
         assert started(second) >= dict(first)["Completed"], histories  # no overlap
@@ -585,6 +598,7 @@ def test_the_stack_servers_ui_calls_its_own_api_on_any_host(tmp_path, host, expe
     from cli.stack import start_server, stop_server
 
     port = free_port()
+    seed_database(tmp_path / "home" / "prefect.db")
     proc, api = start_server(port, tmp_path / "home", host)
     try:
         assert api == f"http://127.0.0.1:{port}/api"

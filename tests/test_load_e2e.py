@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.bench_load import LoadResult, LoadSpec, csv_rows, run_load
-from tests.support import synthetic_digits
+from tests.support import seed_database, synthetic_digits
 
 pytestmark = pytest.mark.e2e
 SLOTS = 2
@@ -63,6 +63,7 @@ def test_a_stack_on_sqlite_under_a_burst_of_runs_loses_nothing(tmp_path, mirror,
     # creation may be refused even after the client's retries (2 of 43 in the benchmark):
     # the trigger then fails loudly. What was created must still all complete, and a
     # burst of 7 is not where SQLite refuses most of them.
+    seed_database(tmp_path / "artifacts" / ".prefect" / "prefect.db")
     assert_invariants(run_load(small_load(mirror), tmp_path, pool), refused=2)
 
 

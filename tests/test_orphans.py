@@ -11,7 +11,7 @@ import time
 import pytest
 
 from cli.reaper import _start_time, descendants
-from tests.support import REPO
+from tests.support import REPO, seed_database
 
 pytestmark = [
     pytest.mark.e2e,
@@ -40,6 +40,7 @@ def wait_for(predicate, timeout: float, what: str):
 def test_sigkill_of_a_command_takes_its_embedded_server_along(http_mirror, mirror, tmp_path):
     env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
     env["PREFECT_HOME"] = str(tmp_path / "prefect-home")  # its own embedded server
+    seed_database(tmp_path / "artifacts" / ".prefect" / "prefect.db")
     command = subprocess.Popen(
         [sys.executable, "-m", "cli.main", "train", "--epochs", "50", "--mirror", http_mirror.url,
          "--checksums", str(mirror[1]), "--artifacts", str(tmp_path / "artifacts")],

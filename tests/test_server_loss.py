@@ -14,13 +14,21 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import run_cli
-from tests.support import REPO, free_port, stop_process_group, wait_healthy, write_mirror
+from tests.support import (
+    REPO,
+    free_port,
+    seed_database,
+    stop_process_group,
+    wait_healthy,
+    write_mirror,
+)
 
 END_WITHIN = 60.0  # seconds from the server's death to the command's exit, the contract
 
 
 def start_server(home: Path, port: int, log: Path) -> subprocess.Popen:
     """``prefect server start`` on 127.0.0.1:``port`` (a restart reuses home and port)."""
+    seed_database(home / "prefect.db")
     env = {**os.environ, "PREFECT_HOME": str(home)}
     env.pop("PREFECT_API_URL", None)
     proc = subprocess.Popen(

@@ -16,7 +16,14 @@ from pathlib import Path
 import pytest
 
 from cli import signals
-from tests.support import REPO, FaultyMirror, copy_root, synthetic_digits, write_mirror
+from tests.support import (
+    REPO,
+    FaultyMirror,
+    copy_root,
+    seed_database,
+    synthetic_digits,
+    write_mirror,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("prefect_api")]
 
@@ -114,6 +121,7 @@ def test_a_signal_ends_ingest_on_the_embedded_server_and_stops_that_server(
     mirror, checksums = stalled_mirror
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
+    seed_database(tmp_path / "artifacts" / ".prefect" / "prefect.db")
     proc = subprocess.Popen(
         [sys.executable, "-m", "cli.main", "ingest", "--mirror", mirror.url,
          "--checksums", str(checksums), "--artifacts", str(tmp_path / "artifacts")],

@@ -104,6 +104,15 @@ def test_a_stack_with_an_auth_string_serves_its_clients_and_refuses_others(tmp_p
             )  # fmt: skip
             assert run.state.is_completed(), (run.state, stack.err.read_text())
 
+        # A command on the stack's root, in a shell where the server's string is exported
+        # (as for the stack) and no API URL is set: it uses the stack, sending that string.
+        ingest = ["ingest", "--mirror", str(tmp_path / "mirror"), "--checksums",
+                  str(checksums), "--artifacts", str(tmp_path / "art")]  # fmt: skip
+        exported = clean_env(PREFECT_SERVER_API_AUTH_STRING=secret)
+        done = cli(*ingest, env=exported)
+        assert done.returncode == 0, done.stderr
+        assert "Prefect server: the stack at " in done.stderr, done.stderr
+
         # A client without the string, or with a wrong one: one line, exit 1. `train` runs
         # in this process (tests.support.run_cli), which has no auth string of its own.
         for variable in ("PREFECT_SERVER_API_AUTH_STRING", "PREFECT_API_AUTH_STRING"):
@@ -131,3 +140,10 @@ def test_a_stack_with_an_auth_string_serves_its_clients_and_refuses_others(tmp_p
         assert stack.stop() == 143, stack.err.read_text()
     finally:
         stack.kill()
+    # The exported string reached the embedded server of every later command in that
+    # shell too, and the command, with no PREFECT_API_AUTH_STRING, was refused by its own
+    # server: a 401 traceback. It must send the string to its own server as well.
+    done = cli(*ingest, "--force", env=exported)
+    assert done.returncode == 0, done.stderr
+    assert "Prefect server: embedded, for this command only" in done.stderr
+    assert "Traceback" not in done.stderr

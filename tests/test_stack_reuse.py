@@ -21,7 +21,15 @@ from pathlib import Path
 import pytest
 
 from cli.backend import record_stack, running_stack, stack_record
-from tests.support import REPO, StackProcess, free_port, synthetic_digits, user_env, write_mirror
+from tests.support import (
+    REPO,
+    StackProcess,
+    free_port,
+    seed_database,
+    synthetic_digits,
+    user_env,
+    write_mirror,
+)
 
 STACK_LINE = "Prefect server: the stack at "
 EMBEDDED_LINE = "Prefect server: embedded, for this command only"
@@ -136,6 +144,7 @@ def test_cli_commands_use_the_running_stack_and_its_ui_shows_every_run_of_the_ro
     data = ["--mirror", str(tmp_path / "mirror"), "--checksums", str(checksums),
             "--artifacts", str(artifacts)]  # fmt: skip
     env = user_env(MNIST_CHECKSUMS_FILE=str(checksums))
+    seed_database(artifacts / ".prefect" / "prefect.db")
 
     # A week of CLI runs before any stack: on the embedded server, in the root's database.
     before = cli("train", "--epochs", "1", *data, env=env)
@@ -217,27 +226,3 @@ rows = db.execute(
 ).fetchall()
 print(" ".join(f"{name} {count}" for name, count in rows))
 """
-
-
-@pytest.mark.e2e
-def test_a_servers_auth_string_in_the_users_environment_serves_the_cli_too(tmp_path):
-    # PREFECT_SERVER_API_AUTH_STRING exported for a stack reached the embedded server of
-    # every later command in that shell too, and the command, with no
-    # PREFECT_API_AUTH_STRING, was refused by its own server: a 401 traceback.
-    checksums = write_mirror(tmp_path / "mirror")
-    artifacts = tmp_path / "art"
-    data = ["ingest", "--mirror", str(tmp_path / "mirror"), "--checksums", str(checksums),
-            "--artifacts", str(artifacts)]  # fmt: skip
-    env = user_env(PREFECT_SERVER_API_AUTH_STRING="shared-secret")
-    stack = StackProcess(artifacts, "--port", str(free_port()), env=env)
-    try:
-        stack.line("database: ")
-        done = cli(*data, env=env)  # on the stack, with the server's string
-        assert done.returncode == 0, done.stderr
-        assert STACK_LINE in done.stderr
-        assert stack.stop() == 143, stack.err.read_text()
-    finally:
-        stack.kill()
-    done = cli(*data, "--force", env=env)  # on its own embedded server
-    assert done.returncode == 0, done.stderr
-    assert EMBEDDED_LINE in done.stderr and "Traceback" not in done.stderr

@@ -19,7 +19,7 @@ from core import training as core_training
 from core.files import is_intact
 from flows.training import training_flow
 from tests.conftest import run_cli
-from tests.support import REPO
+from tests.support import REPO, seed_database
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -164,6 +164,7 @@ def test_a_failed_run_on_the_embedded_server_ends_in_one_line(tmp_path, artifact
     # tracebacks from the server's shutdown.
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
+    seed_database(artifacts / ".prefect" / "prefect.db")
     missing = tmp_path / "no-such-mirror"
     done = subprocess.run(
         [sys.executable, "-m", "cli.main", "train", "--mirror", str(missing),

@@ -14,7 +14,7 @@ import urllib.request
 import pytest
 
 from tests.conftest import run_cli
-from tests.support import free_port, synthetic_digits, wait_healthy, write_mirror
+from tests.support import free_port, seed_database, synthetic_digits, wait_healthy, write_mirror
 from tests.test_deployments import Spawned, wait_until_gone
 
 pytestmark = pytest.mark.e2e
@@ -47,6 +47,7 @@ def test_the_ui_tells_what_was_trained_and_scored(tmp_path):
     checksums = write_mirror(tmp_path / "mirror")
     port = free_port()
     artifacts = tmp_path / "artifacts"
+    seed_database(artifacts / ".prefect" / "prefect.db")
     stack = Spawned(
         [sys.executable, "-m", "cli.main", "stack", "--port", str(port),
          "--artifacts", str(artifacts)],
