@@ -5,18 +5,15 @@ variables: with an API URL configured anywhere (``prefect config set PREFECT_API
 ``prefect cloud login``, the environment), runs go there; an API that does not answer,
 refuses this client, or stops answering mid-run ends the command with one line. With
 none configured, a ``mnist-pipeline stack`` running on the same artifacts root serves
-the command (it records itself in ``<artifacts>/.prefect/stack.json``): its runs then
-show in the stack's UI, and the command saves the ~5 s of starting a server. Only when
-there is none either do flows run on Prefect's embedded server, which lives and dies with
-the command; its database is then the artifacts root's ``.prefect/prefect.db``, which a
-stack on SQLite serves too, so one root keeps one run history.
+the command (it records itself in ``<artifacts>/.prefect/stack.json``, cli.stack_record):
+its runs then show in the stack's UI, and the command saves the ~5 s of starting a
+server. Only when there is none either do flows run on Prefect's embedded server, which
+lives and dies with the command, on the artifacts root's database (cli.root_database).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -24,15 +21,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
+from cli.database import configured_database, describe_database
+from cli.root_database import embedded_database_url, start_embedded_server
+from cli.stack_record import running_stack, stack_record
 from core.errors import PipelineError
-from core.files import atomic_write_text, pid_alive
 from core.storage import is_remote
 
-# Either name sets the server's database (the second is Prefect's legacy alias).
-DATABASE_VARIABLES = (
-    "PREFECT_SERVER_DATABASE_CONNECTION_URL",
-    "PREFECT_API_DATABASE_CONNECTION_URL",
-)
 # A configured API that has not answered for this long mid-run ends the command (exit 1,
 # one line). Left to Prefect, the running step retried its call for ~75 s, failed with a
 # traceback, and the process then hung for minutes flushing logs and events at exit.
@@ -40,70 +34,6 @@ DATABASE_VARIABLES = (
 API_SILENCE_SECONDS = 15.0
 _PROBE_SECONDS = 2.0  # between /health probes
 _PROBE_TIMEOUT_SECONDS = 5.0
-# A stack recorded in stack.json whose /health does not answer within this is stale: a
-# live server answers in milliseconds, even busy (the probe reads no database).
-STACK_PROBE_SECONDS = 3.0
-
-
-def embedded_database_url(artifacts: Path) -> str:
-    """The root's SQLite database, ``<artifacts>/.prefect/prefect.db``: the embedded
-    server's, and a stack's unless it is given another."""
-    return f"sqlite+aiosqlite:///{Path(artifacts) / '.prefect' / 'prefect.db'}"
-
-
-def stack_record(artifacts: Path) -> Path:
-    """Where a running stack records itself: ``<artifacts>/.prefect/stack.json``."""
-    return Path(artifacts) / ".prefect" / "stack.json"
-
-
-def record_stack(artifacts: Path, api_url: str, auth: bool) -> Path:
-    """Record this process as the stack serving ``api_url`` on ``artifacts`` (atomically:
-    a reader sees the whole record or none); return the record's path."""
-    path = stack_record(artifacts)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    record = {"api": api_url, "pid": os.getpid(), "auth": auth}
-    atomic_write_text(path, json.dumps(record, indent=2) + "\n")
-    return path
-
-
-def forget_stack(artifacts: Path) -> None:
-    """Remove the stack record of ``artifacts`` if this process wrote it."""
-    path = stack_record(artifacts)
-    try:
-        if json.loads(path.read_text()).get("pid") == os.getpid():
-            path.unlink()
-    except (OSError, ValueError, AttributeError):
-        pass
-
-
-def running_stack(artifacts: Path) -> dict[str, Any] | None:
-    """The record (``api``, ``pid``, ``auth``) of the stack running on ``artifacts``, if
-    one is. A stale record (unreadable, its pid gone, or no answer at its address within
-    STACK_PROBE_SECONDS) is removed, and None returned."""
-    path = stack_record(artifacts)
-    if not path.parent.is_dir():
-        return None
-    # A stack on SQLite writes its record while it holds the database's lock, before its
-    # server's first answer: waiting for that lock here means a command that starts
-    # beside a starting stack uses it rather than a second server on the same file.
-    with _sqlite_lock(embedded_database_url(artifacts), shared=True):
-        try:
-            text = path.read_text()
-        except OSError:
-            return None
-    try:
-        record = json.loads(text)
-        api, pid = str(record["api"]), int(record["pid"])
-    except (ValueError, KeyError, TypeError):
-        record = None
-    if record is not None and pid_alive(pid) and _answers(api, STACK_PROBE_SECONDS):
-        return record
-    try:  # unless a new stack has replaced it meanwhile
-        if path.read_text() == text:
-            path.unlink()
-    except OSError:
-        pass
-    return None
 
 
 @contextmanager
@@ -139,7 +69,7 @@ def in_process_backend(artifacts: Path | None = None) -> Iterator[None]:
     updates = _server_auth_for_client(settings)
     # SQLite cannot live on an object store: with a store root, Prefect's own default
     # database (under PREFECT_HOME) serves instead.
-    if local and not _database_configured(settings):
+    if local and configured_database(settings) is None:
         (Path(artifacts) / ".prefect").mkdir(parents=True, exist_ok=True)
         updates[PREFECT_SERVER_DATABASE_CONNECTION_URL] = embedded_database_url(artifacts)
     # The server is stopped when this process exits; each flow run first waits until it
@@ -150,7 +80,7 @@ def in_process_backend(artifacts: Path | None = None) -> Iterator[None]:
             f"Prefect server: embedded, for this command only (no PREFECT_API_URL, and no "
             f"stack running on this artifacts root); run history in {describe_database(database)}"
         ):
-            _start_embedded_server()
+            start_embedded_server()
             yield
 
 
@@ -213,79 +143,6 @@ def _said_before_the_first_run(line: str) -> Iterator[None]:
         flow_runs.removeFilter(before_first_record)
 
 
-def _start_embedded_server() -> None:
-    """Start Prefect's embedded server now if it is the first start on its SQLite database
-    (for this Prefect version), holding a lock on that database until it has answered.
-
-    The server migrates its database as it starts. Two commands starting together on a
-    fresh artifacts root migrated the same file at once, and one of them printed ~110
-    lines of uvicorn traceback (NoSuchTableError). With the lock (``prefect.db.lock``
-    beside the database, fcntl) they take turns. The lock file then names the Prefect
-    version that migrated the database; after that, the server starts as Prefect starts
-    it, at the first flow run's first API call, so that a usage error found before any
-    flow runs costs no server start (measured: `train --learning-rate -1` 3 s, not 10 s).
-    """
-    from prefect import get_client
-    from prefect.settings import get_current_settings
-
-    settings = get_current_settings().server
-    if not settings.ephemeral.enabled:
-        return
-    url = settings.database.connection_url.get_secret_value()
-    marker = _migrated_marker()
-    with _sqlite_lock(url) as (database, lock):
-        if lock is None or (database.exists() and lock.read() == marker):
-            return
-        with get_client(sync_client=True) as client:
-            client.hello()  # starts the server (a process-wide singleton) and waits for it
-        lock.seek(0)
-        lock.truncate()
-        lock.write(marker)
-
-
-@contextmanager
-def migration_lock(url: str) -> Iterator[None]:
-    """Hold the lock of the SQLite database ``url`` while a server starts on it (and
-    migrates it), then mark it migrated by this Prefect version: ``stack`` does this, as
-    ``_start_embedded_server`` does for a command's own server. Nothing for PostgreSQL,
-    which Prefect's migrations lock themselves."""
-    with _sqlite_lock(url) as (_, lock):
-        yield
-        if lock is not None:
-            lock.seek(0)
-            lock.truncate()
-            lock.write(_migrated_marker())
-            lock.flush()
-
-
-def _migrated_marker() -> str:
-    import prefect
-
-    return f"migrated by prefect {prefect.__version__}\n"
-
-
-@contextmanager
-def _sqlite_lock(url: str, shared: bool = False) -> Iterator[tuple[Path | None, Any]]:
-    """(database file, its lock file opened at the start), locked (exclusively, unless
-    ``shared``), for a SQLite ``url``; (None, None) for any other database, or without
-    fcntl (Windows)."""
-    try:
-        import fcntl
-    except ImportError:
-        fcntl = None
-    prefix = "sqlite+aiosqlite:///"
-    if fcntl is None or not url.startswith(prefix) or ":memory:" in url:
-        yield None, None
-        return
-    database = Path(url.removeprefix(prefix))
-    database.parent.mkdir(parents=True, exist_ok=True)
-    with open(f"{database}.lock", "a+") as lock:
-        # Released when closed, or when this process dies.
-        fcntl.flock(lock, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
-        lock.seek(0)
-        yield database, lock
-
-
 @contextmanager
 def _api_watchdog(api_url: str) -> Iterator[None]:
     """End the command, exit 1 with one line, if ``api_url`` stops answering while the
@@ -315,11 +172,11 @@ def _watch_api(api_url: str, done: threading.Event) -> None:
             _api_lost(api_url)
 
 
-def _answers(api_url: str, timeout: float = _PROBE_TIMEOUT_SECONDS) -> bool:
+def _answers(api_url: str) -> bool:
     from flows.deployments import DeploymentError, check_api
 
     try:
-        check_api(api_url, timeout=timeout)
+        check_api(api_url, timeout=_PROBE_TIMEOUT_SECONDS)
     except DeploymentError:
         return False
     return True
@@ -397,29 +254,3 @@ def check_authorized(api_url: str) -> None:
         ) from None
     except Exception:
         return
-
-
-def _database_configured(settings: Any) -> bool:
-    """True if the user chose the server's database, in the environment or the profile."""
-    return configured_database(settings) is not None
-
-
-def configured_database(settings: Any) -> tuple[str, str] | None:
-    """(URL, where it was set) of the server database the user chose in the environment
-    or the profile (Prefect's ``settings``), if any."""
-    for variable in DATABASE_VARIABLES:
-        if os.environ.get(variable):
-            return os.environ[variable], variable
-    if "connection_url" in settings.server.database.model_fields_set:
-        url = settings.server.database.connection_url.get_secret_value()
-        return url, f"{DATABASE_VARIABLES[0]} (Prefect profile)"
-    return None
-
-
-def describe_database(url: str) -> str:
-    """A database URL for a line of output: a SQLite file's path, else the URL without
-    its password."""
-    from cli.database import SQLITE_SCHEME, masked
-
-    prefix = f"{SQLITE_SCHEME}:///"
-    return url.removeprefix(prefix) if url.startswith(prefix) else masked(url)

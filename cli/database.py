@@ -1,4 +1,4 @@
-"""The stack's database: a PostgreSQL URL is checked before the server starts.
+"""The server's database: the user's choice, and a PostgreSQL URL checked before it starts.
 
 Prefect's server keeps its state in SQLite by default, which is this project's default
 too (the artifacts root's own ``.prefect/prefect.db``). For more than one machine's worth
@@ -22,6 +22,7 @@ Prefect-free: it talks to PostgreSQL with asyncpg, the driver Prefect uses.
 from __future__ import annotations
 
 import asyncio
+import os
 import urllib.parse
 from typing import Any
 
@@ -34,6 +35,11 @@ MIN_SERVER_VERSION = 140009
 MIN_VERSION_TEXT = "14.9"
 CONNECT_SECONDS = 5.0
 EXTENSION = "pg_trgm"
+# Either name sets the server's database (the second is Prefect's legacy alias).
+DATABASE_VARIABLES = (
+    "PREFECT_SERVER_DATABASE_CONNECTION_URL",
+    "PREFECT_API_DATABASE_CONNECTION_URL",
+)
 
 
 class DatabaseError(PipelineError):
@@ -59,6 +65,25 @@ def mask(text: str, url: str) -> str:
     for secret in {password, urllib.parse.unquote(password)}:
         text = text.replace(secret, "***")
     return text
+
+
+def configured_database(settings: Any) -> tuple[str, str] | None:
+    """(URL, where it was set) of the server database the user chose in the environment
+    or the profile (Prefect's ``settings``), if any."""
+    for variable in DATABASE_VARIABLES:
+        if os.environ.get(variable):
+            return os.environ[variable], variable
+    if "connection_url" in settings.server.database.model_fields_set:
+        url = settings.server.database.connection_url.get_secret_value()
+        return url, f"{DATABASE_VARIABLES[0]} (Prefect profile)"
+    return None
+
+
+def describe_database(url: str) -> str:
+    """A database URL for a line of output: a SQLite file's path, else the URL without
+    its password."""
+    prefix = f"{SQLITE_SCHEME}:///"
+    return url.removeprefix(prefix) if url.startswith(prefix) else masked(url)
 
 
 def is_postgres(url: str) -> bool:

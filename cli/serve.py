@@ -133,7 +133,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_stack(args: argparse.Namespace) -> int:
-    from cli.backend import describe_database, embedded_database_url, stack_record
+    from cli.database import describe_database
+    from cli.root_database import embedded_database_url
     from cli.stack import (
         WILDCARD_HOSTS,
         check_database,
@@ -143,6 +144,7 @@ def _cmd_stack(args: argparse.Namespace) -> int:
         run_stack,
         stack_database,
     )
+    from cli.stack_record import stack_record
     from flows.deployments import DeploymentError
 
     artifacts = Settings.from_env(artifacts=args.artifacts).artifacts

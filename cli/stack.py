@@ -28,14 +28,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cli.backend import (
-    configured_database,
-    embedded_database_url,
-    forget_stack,
-    migration_lock,
-    record_stack,
-    running_stack,
-)
+from cli.database import DatabaseError, check_postgres, check_url, configured_database, is_postgres
+from cli.root_database import embedded_database_url, migration_lock
+from cli.stack_record import forget_stack, record_stack, running_stack
 from flows.deployments import (
     NIGHTLY_CRON,
     SERVER_STARTUP_SECONDS,
@@ -111,8 +106,6 @@ def stack_database(artifacts: Path, given: str | None = None) -> tuple[str, str 
 def check_database(url: str, source: str | None) -> str | None:
     """Raise DeploymentError, one line that names ``source`` and what to do, unless the
     stack's server can use the database at ``url``; return PostgreSQL's version."""
-    from cli.database import DatabaseError, check_postgres, check_url, is_postgres
-
     try:
         check_url(url)
         return check_postgres(url) if is_postgres(url) else None
@@ -289,7 +282,7 @@ def run_stack(
     proc = None
     try:
         # On SQLite, the lock that a command's embedded server takes to migrate the same
-        # file; the record is written before it is released (see cli.backend.running_stack).
+        # file; the record is written before it is released (see cli.stack_record.running_stack).
         with migration_lock(database):
             proc, api = start_server(port, home, host, auth, database)
             record_stack(artifacts, api, auth=bool(auth))

@@ -19,11 +19,9 @@ from prefect.settings import (
     temporary_settings,
 )
 
-from cli.backend import (
-    DATABASE_VARIABLES,
-    embedded_database_url,
-    in_process_backend,
-)
+from cli.backend import in_process_backend
+from cli.database import DATABASE_VARIABLES
+from cli.root_database import embedded_database_url
 from tests.support import REPO, run_cli, seed_database
 
 # --- which backend: the user's profile, else the embedded server under the artifacts root

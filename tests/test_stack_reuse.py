@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from cli.backend import record_stack, running_stack, stack_record
+from cli.stack_record import record_stack, running_stack, stack_record
 from tests.support import (
     REPO,
     StackProcess,
