@@ -90,21 +90,6 @@ def test_a_profile_set_with_prefect_config_set_sends_runs_to_its_server(
     assert len(ours) == 1 and ours[0].state.is_completed()
 
 
-@pytest.mark.e2e
-def test_with_no_api_url_anywhere_the_cli_uses_the_embedded_server(
-    mirror: tuple[Path, Path], tmp_path: Path
-) -> None:
-    artifacts = tmp_path / "artifacts"
-    done = _cli(
-        "ingest", "--mirror", str(mirror[0]), "--checksums", str(mirror[1]),
-        "--artifacts", str(artifacts), env=_user_env(tmp_path / "home"),
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    assert "Starting temporary server" in done.stdout + done.stderr
-    assert (artifacts / ".prefect" / "prefect.db").is_file()
-    assert "Traceback" not in done.stdout + done.stderr
-
-
 # A flow of many quick tasks leaves the embedded server a backlog of task-run states to
 # record when it ends; the script counts those recorded once the backend block is left.
 _BACKLOG_SCRIPT = """

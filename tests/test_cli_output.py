@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import REPO, seed_database
+from tests.support import REPO
 
 
 def _user_env(home: Path) -> dict[str, str]:
@@ -28,7 +28,6 @@ def test_the_summary_is_the_last_thing_printed_and_names_the_absolute_root(
 ) -> None:
     workdir = tmp_path / "elsewhere"
     workdir.mkdir()
-    seed_database(workdir / "arts" / ".prefect" / "prefect.db")
     # stdout and stderr into one pipe, as a terminal shows them; a relative root, from
     # a folder that is not the checkout.
     done = subprocess.run(
@@ -44,6 +43,11 @@ def test_the_summary_is_the_last_thing_printed_and_names_the_absolute_root(
         " is the champion (first model: no champion yet)"
     ), lines[-4:]
     assert f"artifacts: {(workdir / 'arts').resolve()}" in lines[-5:]
+    # With no API URL anywhere, the command ran on an embedded server of its own, whose
+    # database it created in the root.
+    assert "Starting temporary server" in done.stdout
+    assert (workdir / "arts" / ".prefect" / "prefect.db").is_file()
+    assert "Traceback" not in done.stdout
 
 
 def test_models_list_names_the_folder_it_found_empty(tmp_path: Path, prefect_api: str) -> None:
