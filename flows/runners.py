@@ -59,7 +59,10 @@ def local_cluster_kwargs(n_workers: int) -> dict[str, Any]:
         "processes": True,
         "threads_per_worker": 1,
         "host": "127.0.0.1",
-        "dashboard_address": None,  # the dashboard needs bokeh, which is not installed
+        # The scheduler's HTTP server (health, metrics; no dashboard without bokeh) on a
+        # free port: on the default 8787, a second cluster at once (two `score
+        # --dask-local` runs) printed a "Port 8787 is already in use" UserWarning.
+        "dashboard_address": ":0",
     }
 
 

@@ -88,7 +88,7 @@ def cluster(prefect_api):
             threads_per_worker=1,
             processes=True,
             host="127.0.0.1",
-            dashboard_address=None,
+            dashboard_address=":0",
         ) as local,
         Client(local) as client,
     ):
@@ -264,3 +264,19 @@ def _task_names() -> Counter[str]:
             flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id]))
         )
     return Counter(t.name.rsplit("-", 1)[0] for t in tasks)
+
+
+@pytest.mark.e2e  # worker processes
+def test_two_local_clusters_at_once_do_not_collide_on_a_port():
+    # Both schedulers' HTTP servers took port 8787: the second printed a UserWarning.
+    import warnings
+
+    from distributed import LocalCluster
+
+    from flows.runners import local_cluster_kwargs
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with LocalCluster(**local_cluster_kwargs(1)), LocalCluster(**local_cluster_kwargs(1)):
+            pass
+    assert [str(w.message) for w in caught if "already in use" in str(w.message)] == []

@@ -56,7 +56,7 @@ def cluster(prefect_api):
         threads_per_worker=1,
         processes=True,
         host="127.0.0.1",
-        dashboard_address=None,
+        dashboard_address=":0",
     ) as local:
         yield local
 
