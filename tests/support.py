@@ -204,15 +204,28 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600)
 
 
 def run_cli_process(*args: str, env: dict[str, str] | None = None, timeout: float = 600):
-    """Run ``mnist-pipeline`` in a subprocess, as a user would; returns CompletedProcess."""
+    """Run ``mnist-pipeline`` in a subprocess, as a user would, with ``env`` added to this
+    process's environment; returns CompletedProcess."""
+    return run_cli_exactly(*args, env={**os.environ, **(env or {})}, timeout=timeout)
+
+
+def run_cli_exactly(*args: str, env: dict[str, str], timeout: float = 600):
+    """``mnist-pipeline ARGS`` in a process of its own with exactly ``env``: for tests of
+    what a process picks from its environment (a stack, the embedded server)."""
     return subprocess.run(
         [sys.executable, "-m", "cli.main", *args],
-        cwd=REPO,
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+
+
+def home_env(home: Path) -> dict[str, str]:
+    """A user's environment with HOME at ``home`` (so no Prefect profile) and no
+    PREFECT_HOME or PREFECT_API_URL: with no API configured anywhere, a command runs on
+    Prefect's embedded server."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_HOME", "PREFECT_API_URL")}
+    home.mkdir(parents=True, exist_ok=True)
+    env["HOME"] = str(home)
+    return env
 
 
 def _run_in_process(args: list[str], env: dict[str, str]) -> CliResult:

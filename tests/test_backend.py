@@ -4,7 +4,6 @@ under the artifacts root, stopped only once it has recorded every run)."""
 from __future__ import annotations
 
 import http.server
-import os
 import subprocess
 import sys
 import threading
@@ -22,25 +21,9 @@ from prefect.settings import (
 from cli.backend import in_process_backend
 from cli.database import DATABASE_VARIABLES
 from cli.root_database import embedded_database_url
-from tests.support import REPO, run_cli, seed_database
+from tests.support import REPO, home_env, run_cli, run_cli_exactly, seed_database
 
 # --- which backend: the user's profile, else the embedded server under the artifacts root
-
-
-def _user_env(home: Path) -> dict[str, str]:
-    """A user's environment: HOME at ``home``, and no Prefect home or API URL set."""
-    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_HOME", "PREFECT_API_URL")}
-    home.mkdir(parents=True, exist_ok=True)
-    env["HOME"] = str(home)
-    return env
-
-
-def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    """``mnist-pipeline`` in exactly ``env`` (tests.conftest.run_cli adds os.environ)."""
-    return subprocess.run(
-        [sys.executable, "-m", "cli.main", *args],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
 
 
 def test_with_no_api_url_the_embedded_database_is_under_the_artifacts_root(
@@ -69,7 +52,7 @@ def test_a_profile_set_with_prefect_config_set_sends_runs_to_its_server(
 ) -> None:
     from prefect import get_client
 
-    env = _user_env(tmp_path / "home")
+    env = home_env(tmp_path / "home")
     configured = subprocess.run(
         [sys.executable, "-m", "prefect", "config", "set", f"PREFECT_API_URL={prefect_api}"],
         env=env, capture_output=True, text=True, timeout=120,
@@ -77,7 +60,7 @@ def test_a_profile_set_with_prefect_config_set_sends_runs_to_its_server(
     assert configured.returncode == 0, configured.stderr
     assert (tmp_path / "home" / ".prefect" / "profiles.toml").is_file()
     artifacts = tmp_path / "artifacts"
-    done = _cli(
+    done = run_cli_exactly(
         "ingest", "--mirror", str(mirror[0]), "--checksums", str(mirror[1]),
         "--artifacts", str(artifacts), env=env,
     )  # fmt: skip
@@ -127,7 +110,7 @@ def test_the_embedded_server_has_recorded_every_task_run_before_it_stops(
 ) -> None:
     # Before the fix the CLI stopped the server while it was still recording (6 of 10
     # warm `train` runs printed tracebacks at exit); the count was then below 40.
-    env = _user_env(tmp_path / "home")
+    env = home_env(tmp_path / "home")
     env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
     seed_database(tmp_path / "prefect-home" / "prefect.db")
     done = subprocess.run(
@@ -212,7 +195,7 @@ def test_commands_started_together_on_a_fresh_root_take_turns_migrating_its_data
     # another holds it, no command starts its server. Then all three take their turns.
     import fcntl
 
-    env = _user_env(tmp_path / "home")
+    env = home_env(tmp_path / "home")
     env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
     database = tmp_path / "artifacts" / ".prefect" / "prefect.db"
     database.parent.mkdir(parents=True)

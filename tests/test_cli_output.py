@@ -3,7 +3,6 @@ artifacts root, and says what the champion gate did; `make stack` ends cleanly o
 
 from __future__ import annotations
 
-import os
 import stat
 import subprocess
 import sys
@@ -11,15 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import REPO
-
-
-def _user_env(home: Path) -> dict[str, str]:
-    """A user's environment with no Prefect API configured: the embedded server runs."""
-    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_HOME", "PREFECT_API_URL")}
-    home.mkdir(parents=True, exist_ok=True)
-    env["HOME"] = str(home)
-    return env
+from tests.support import REPO, home_env
 
 
 @pytest.mark.e2e
@@ -33,7 +24,7 @@ def test_the_summary_is_the_last_thing_printed_and_names_the_absolute_root(
     done = subprocess.run(
         [sys.executable, "-m", "cli.main", "train", "--epochs", "1",
          "--mirror", str(mirror[0]), "--checksums", str(mirror[1]), "--artifacts", "arts"],
-        cwd=workdir, env={**_user_env(tmp_path / "home"), "PYTHONPATH": str(REPO)},
+        cwd=workdir, env={**home_env(tmp_path / "home"), "PYTHONPATH": str(REPO)},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout

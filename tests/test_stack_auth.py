@@ -8,33 +8,13 @@ own runner and flow runs send it, and a ``train`` without it is a one-line error
 
 from __future__ import annotations
 
-import os
 import secrets
-import subprocess
-import sys
 import time
 
 import pytest
 
 from flows.deployments import SCORING, TRAINING
-from tests.support import REPO, StackProcess, free_port, run_cli, write_mirror
-
-AUTH_VARIABLES = ("PREFECT_SERVER_API_AUTH_STRING", "PREFECT_API_AUTH_STRING", "PREFECT_API_URL")
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """This process's environment without any Prefect API URL or auth string, plus ``extra``."""
-    env = {k: v for k, v in os.environ.items() if k not in AUTH_VARIABLES}
-    return {**env, **extra}
-
-
-def cli(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
-    """``mnist-pipeline ARGS`` in a process of its own with exactly ``env``: for ``stack``
-    and ``serve``, which start servers and own the signals."""
-    return subprocess.run(
-        [sys.executable, "-m", "cli.main", *args],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout,
-    )  # fmt: skip
+from tests.support import StackProcess, free_port, run_cli, run_cli_exactly, user_env, write_mirror
 
 
 @pytest.mark.e2e  # a process each: the refusal must come before any server is started
@@ -42,8 +22,9 @@ def cli(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.Com
 def test_a_stack_beyond_loopback_without_an_auth_string_refuses_to_start(tmp_path, host):
     # It started without a word, and then anyone on the network could run code here.
     started = time.monotonic()
-    done = cli("stack", "--host", host, "--port", str(free_port()),
-               "--artifacts", str(tmp_path / "art"), env=clean_env(), timeout=60)  # fmt: skip
+    done = run_cli_exactly("stack", "--host", host, "--port", str(free_port()),
+                           "--artifacts", str(tmp_path / "art"), env=user_env(),
+                           timeout=60)  # fmt: skip
     assert done.returncode == 2, done.stderr
     (line,) = done.stderr.strip().splitlines()
     assert line.startswith(f"mnist-pipeline stack: error: --host {host}: ")
@@ -57,7 +38,7 @@ def test_a_stack_with_no_auth_starts_and_says_where_it_listens(tmp_path):
     # It printed http://127.0.0.1:PORT for a server listening on every interface.
     port = free_port()
     stack = StackProcess(tmp_path / "art", "--host", "0.0.0.0", "--port", str(port), "--no-auth",
-                  env=clean_env())  # fmt: skip
+                  env=user_env())  # fmt: skip
     try:
         line = stack.line("prefect server: ")
         assert line.startswith(
@@ -81,7 +62,7 @@ def test_a_stack_with_an_auth_string_serves_its_clients_and_refuses_others(tmp_p
     api = f"http://127.0.0.1:{port}/api"
     stack = StackProcess(
         tmp_path / "art", "--host", "0.0.0.0", "--port", str(port), "--poll-seconds", "1",
-        env=clean_env(PREFECT_SERVER_API_AUTH_STRING=secret, MNIST_CHECKSUMS_FILE=str(checksums)),
+        env=user_env(PREFECT_SERVER_API_AUTH_STRING=secret, MNIST_CHECKSUMS_FILE=str(checksums)),
     )  # fmt: skip
     data = ["--mirror", str(tmp_path / "mirror"), "--checksums", str(checksums),
             "--artifacts", str(tmp_path / "cli-art")]  # fmt: skip
@@ -108,8 +89,8 @@ def test_a_stack_with_an_auth_string_serves_its_clients_and_refuses_others(tmp_p
         # (as for the stack) and no API URL is set: it uses the stack, sending that string.
         ingest = ["ingest", "--mirror", str(tmp_path / "mirror"), "--checksums",
                   str(checksums), "--artifacts", str(tmp_path / "art")]  # fmt: skip
-        exported = clean_env(PREFECT_SERVER_API_AUTH_STRING=secret)
-        done = cli(*ingest, env=exported)
+        exported = user_env(PREFECT_SERVER_API_AUTH_STRING=secret)
+        done = run_cli_exactly(*ingest, env=exported)
         assert done.returncode == 0, done.stderr
         assert "Prefect server: the stack at " in done.stderr, done.stderr
 
@@ -128,8 +109,8 @@ def test_a_stack_with_an_auth_string_serves_its_clients_and_refuses_others(tmp_p
                 f"mnist-pipeline train: error: the Prefect API at {api} refused this client "
                 f"(401 Unauthorized): {reason} the server's PREFECT_SERVER_API_AUTH_STRING"
             )
-        done = cli("serve", "--artifacts", str(tmp_path / "cli-art"),
-                   env=clean_env(PREFECT_API_URL=api))  # fmt: skip
+        done = run_cli_exactly("serve", "--artifacts", str(tmp_path / "cli-art"),
+                               env=user_env(PREFECT_API_URL=api))  # fmt: skip
         assert done.returncode == 2, done.stderr
         (line,) = done.stderr.strip().splitlines()
         assert line.startswith(f"mnist-pipeline serve: error: the Prefect API at {api} refused")
@@ -143,7 +124,7 @@ def test_a_stack_with_an_auth_string_serves_its_clients_and_refuses_others(tmp_p
     # The exported string reached the embedded server of every later command in that
     # shell too, and the command, with no PREFECT_API_AUTH_STRING, was refused by its own
     # server: a 401 traceback. It must send the string to its own server as well.
-    done = cli(*ingest, "--force", env=exported)
+    done = run_cli_exactly(*ingest, "--force", env=exported)
     assert done.returncode == 0, done.stderr
     assert "Prefect server: embedded, for this command only" in done.stderr
     assert "Traceback" not in done.stderr

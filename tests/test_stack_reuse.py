@@ -22,9 +22,9 @@ import pytest
 
 from cli.stack_record import record_stack, running_stack, stack_record
 from tests.support import (
-    REPO,
     StackProcess,
     free_port,
+    run_cli_exactly,
     seed_database,
     synthetic_digits,
     user_env,
@@ -33,13 +33,6 @@ from tests.support import (
 
 STACK_LINE = "Prefect server: the stack at "
 EMBEDDED_LINE = "Prefect server: embedded, for this command only"
-
-
-def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    """``mnist-pipeline ARGS`` in a process of its own with exactly ``env``: the backend it
-    picks (a stack, the embedded server) is what is under test."""
-    return subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=600)  # fmt: skip
 
 
 def flow_runs(api: str) -> dict[str, list[str]]:
@@ -147,7 +140,7 @@ def test_cli_commands_use_the_running_stack_and_its_ui_shows_every_run_of_the_ro
     seed_database(artifacts / ".prefect" / "prefect.db")
 
     # A week of CLI runs before any stack: on the embedded server, in the root's database.
-    before = cli("train", "--epochs", "1", *data, env=env)
+    before = run_cli_exactly("train", "--epochs", "1", *data, env=env)
     assert before.returncode == 0, before.stderr
     assert EMBEDDED_LINE in before.stderr
     assert f"run history in {artifacts / '.prefect' / 'prefect.db'}" in before.stderr
@@ -171,7 +164,7 @@ def test_cli_commands_use_the_running_stack_and_its_ui_shows_every_run_of_the_ro
         for args in (["train", "--epochs", "1", *data],
                      ["score", str(digits_csv(tmp_path / "digits.csv")), "--output-dir",
                       str(tmp_path / "scored"), "--artifacts", str(artifacts)]):  # fmt: skip
-            done = cli(*args, env=env)
+            done = run_cli_exactly(*args, env=env)
             assert done.returncode == 0, done.stderr
             said = [line for line in done.stderr.splitlines() if "Prefect server: " in line]
             assert len(said) == 1 and said[0].endswith(
@@ -183,14 +176,16 @@ def test_cli_commands_use_the_running_stack_and_its_ui_shows_every_run_of_the_ro
         assert runs == {"mnist-training": ["Completed"] * 2, "mnist-scoring": ["Completed"]}
 
         # A configured PREFECT_API_URL wins over the stack.
-        done = cli("ingest", *data, env={**env, "PREFECT_API_URL": prefect_api})
+        done = run_cli_exactly("ingest", *data, env={**env, "PREFECT_API_URL": prefect_api})
         assert done.returncode == 0, done.stderr
         assert "Prefect server: " not in done.stderr
         assert ingest_runs_of(prefect_api, artifacts) == 1
         assert "mnist-ingest" not in flow_runs(api)
 
         # A second stack on the same root would serve the same database: refused.
-        done = cli("stack", "--artifacts", str(artifacts), "--port", str(free_port()), env=env)
+        done = run_cli_exactly(
+            "stack", "--artifacts", str(artifacts), "--port", str(free_port()), env=env
+        )
         assert done.returncode == 2, done.stderr
         assert done.stderr.strip().splitlines() == [
             f"mnist-pipeline stack: error: a stack is already running on {artifacts} "
@@ -205,7 +200,7 @@ def test_cli_commands_use_the_running_stack_and_its_ui_shows_every_run_of_the_ro
     # A record left by a stack that died (SIGKILL: it could not remove it) is stale: the
     # next command runs on the embedded server, which then has every run of the root.
     stack_record(artifacts).write_text(json.dumps({"api": api, "pid": _dead_pid()}))
-    done = cli("train", "--epochs", "1", *data, env=env)
+    done = run_cli_exactly("train", "--epochs", "1", *data, env=env)
     assert done.returncode == 0, done.stderr
     assert EMBEDDED_LINE in done.stderr
     assert not stack_record(artifacts).exists()
